@@ -133,10 +133,11 @@ def _read_docx(path: Path) -> tuple[list[Section], dict[str, Any]]:
     import zipfile
 
     import docx
+    from docx.opc.exceptions import PackageNotFoundError
 
     try:
         document = docx.Document(str(path))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as exc:
         raise IngestError(
             f"{path.name}: not a readable DOCX (damaged, or password-protected). Save an unprotected copy."
         ) from exc

@@ -86,8 +86,9 @@ def sync_documents(
         except IngestError as exc:
             report.failed.append((source, str(exc)))
             continue
-        except (OSError, UnicodeError, ValueError) as exc:
-            report.failed.append((source, f"{path.name}: could not be read ({exc})."))
+        except Exception as exc:  # noqa: BLE001 - a reader library may raise anything; skip and report
+            logger.exception("unexpected failure reading %s", path)
+            report.failed.append((source, f"{path.name}: could not be read ({type(exc).__name__}: {exc})."))
             continue
         record = DocumentRecord(
             source=source,

