@@ -297,15 +297,30 @@ def up(engine: str | None, no_ui: bool) -> None:
             click.echo("UI: stopped")
 
 
-def _load_demo_if_available(settings: Settings) -> None:
-    try:
-        from rag_bot import demo
-    except ImportError:
-        return
+def _load_demo_if_available(settings: Settings, force: bool = False) -> None:
     from rag_bot.db import admin_url
+    from rag_bot.demo import load_demo_database
 
-    report = demo.load_demo_database(admin_url(settings), progress=lambda line: click.echo(f"  demo: {line}"))
-    click.echo(f"Demo database ready: {report}")
+    report = load_demo_database(
+        admin_url(settings), db_name=settings.company_database, force=force,
+        progress=lambda line: click.echo(f"  demo: {line}"),
+    )
+    state = "loaded" if report.reloaded else "already loaded"
+    click.echo(f"Demo company database '{report.db_name}' {state}: {report.total_rows:,} rows "
+               f"in {len(report.rows)} tables ({report.seconds:.1f} s).")
+
+
+@main.group()
+def demo() -> None:
+    """The demo company (TechnoSnab): its database and documents."""
+
+
+@demo.command("load")
+@click.option("--force", is_flag=True, help="Drop and recreate the demo database.")
+@_fail_nicely
+def demo_load(force: bool) -> None:
+    """Create and fill the demo company database (separate from the vector store), with a read-only role."""
+    _load_demo_if_available(_settings(), force=force)
 
 
 # -- health ---------------------------------------------------------------------------------------

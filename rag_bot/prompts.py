@@ -18,8 +18,16 @@ DOCS_SYSTEM = {
 }
 
 DOCS_USER = {
-    "en": "Context:\n{context}\n\nQuestion: {question}",
-    "ru": "Контекст:\n{context}\n\nВопрос: {question}",
+    "en": (
+        "Context:\n{context}\n\nQuestion: {question}\n\n"
+        "Answer in one to three full sentences that state the specific facts (numbers, days, names) "
+        "from the context, then the source numbers, like: \"... 14 calendar days [1].\""
+    ),
+    "ru": (
+        "Контекст:\n{context}\n\nВопрос: {question}\n\n"
+        "Ответь одним-тремя полными предложениями с конкретными фактами (числа, сроки, названия) "
+        "из контекста, затем номера источников, например: «... 14 календарных дней [1].»"
+    ),
 }
 
 TEXTS = {

