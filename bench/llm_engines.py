@@ -65,6 +65,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--start-timeout", type=float, default=900.0)
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--quiet-cpu",
+        type=float,
+        default=0.25,
+        help="before each run, wait (up to --quiet-wait s) until other work uses less than this CPU share",
+    )
+    parser.add_argument("--quiet-wait", type=float, default=300.0)
+    parser.add_argument("--threads", type=int, default=None, help="default: RAG_BOT_LLM_THREADS")
     args = parser.parse_args()
 
     settings = Settings()
@@ -102,10 +110,11 @@ def bench_one(engine: str, model: str, settings: Settings, args: argparse.Namesp
         model,
         port=free_port(),
         context=settings.llm_context,
-        threads=settings.llm_threads,
+        threads=args.threads or settings.llm_threads,
         log_path=settings.logs_dir / f"bench-{engine}-{model}.log",
         vllm_python=vllm_python,
     )
+    busy_before = wait_for_quiet(args.quiet_cpu, args.quiet_wait)
     sampler = RssSampler()
     t0 = time.perf_counter()
     sampler.start_watching(lambda: server.pid)
@@ -117,10 +126,13 @@ def bench_one(engine: str, model: str, settings: Settings, args: argparse.Namesp
         rss_idle = sampler.current()
         chat(client, model, "Say hi.", 8)  # warm-up, not measured
 
+        contention = Contention(server.pid or 0)
         single = measure_stream(client, model, PROMPT, args.max_tokens)
         log(f"single: {single}")
         concurrent = measure_concurrent(client, model, args.max_tokens, args.concurrency)
         log(f"concurrent: {concurrent}")
+        other_cpu = contention.other_share()
+        log(f"other processes used {other_cpu:.0%} of the CPU during the measurement")
         structured = probe_structured(client, model)
         log(f"structured: {structured}")
     finally:
@@ -131,6 +143,7 @@ def bench_one(engine: str, model: str, settings: Settings, args: argparse.Namesp
         "engine": engine,
         "model": model,
         "model_path": str(model_path),
+        "threads": server.threads,
         "prepare_s": round(prepare_s, 1),
         "start_s": round(start_s, 1),
         "vllm_compile_cache_warm": warm_compile_cache if engine == "vllm" else None,
@@ -139,6 +152,10 @@ def bench_one(engine: str, model: str, settings: Settings, args: argparse.Namesp
         "rss_idle_gb": round(rss_idle / 2**30, 2),
         "rss_peak_gb": round(sampler.peak / 2**30, 2),
         "structured": structured,
+        # Other work on the machine skews the timings: the CPU share other processes used just before
+        # the start and during the single + concurrent measurements (0.0 = the server had the box).
+        "other_cpu_before": round(busy_before, 2),
+        "other_cpu_during": round(other_cpu, 2),
     }
 
 
@@ -250,6 +267,62 @@ def probe_structured(client: OpenAI, model: str) -> dict[str, Any]:
     return out
 
 
+def cpu_busy_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user/nice
+    return total - idle, total
+
+
+def group_cpu_jiffies(pgid: int) -> int:
+    """utime + stime of the live processes in a process group."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+class Contention:
+    """Share of all CPUs used by processes outside the server's group since construction."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self.busy0, self.total0 = cpu_busy_jiffies()
+        self.group0 = group_cpu_jiffies(pgid)
+
+    def other_share(self) -> float:
+        busy, total = cpu_busy_jiffies()
+        group = group_cpu_jiffies(self.pgid)
+        if total == self.total0:
+            return 0.0
+        return max(0.0, ((busy - self.busy0) - (group - self.group0)) / (total - self.total0))
+
+
+def wait_for_quiet(threshold: float, max_wait_s: float) -> float:
+    """Wait until the machine is mostly idle (other work skews every number); return the last share."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        busy0, total0 = cpu_busy_jiffies()
+        time.sleep(3.0)
+        busy1, total1 = cpu_busy_jiffies()
+        share = (busy1 - busy0) / max(1, total1 - total0)
+        if share < threshold:
+            return share
+        if time.monotonic() > deadline:
+            log(f"machine still {share:.0%} busy after {max_wait_s:.0f} s; measuring anyway")
+            return share
+        log(f"machine {share:.0%} busy; waiting for it to calm down")
+
+
 class RssSampler:
     """Peak resident memory of a process group (the server and its workers), sampled from /proc."""
 
@@ -340,12 +413,12 @@ def write_markdown(path: Path, runs: list[dict[str, Any]]) -> None:
         "128 output tokens max, 2 threads. Generated by `bench/llm_engines.py`.",
         "",
         "| engine | model | start s | TTFT s | tok/s single (decode / e2e) | tok/s 4 concurrent "
-        "| latency 4 conc. s (min-max) | peak RSS GB | structured choice |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| latency 4 conc. s (min-max) | peak RSS GB | other CPU load | structured choice |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(runs, key=lambda r: (r["engine"], r["model"])):
         if "error" in r:
-            lines.append(f"| {r['engine']} | {r['model']} | failed: {r['error'][:80]} | | | | | | |")
+            lines.append(f"| {r['engine']} | {r['model']} | failed: {r['error'][:80]} | | | | | | | |")
             continue
         s, c = r["single"], r["concurrent"]
         ok = [
@@ -358,6 +431,7 @@ def write_markdown(path: Path, runs: list[dict[str, Any]]) -> None:
             f"| {r['engine']} | {r['model']} | {start} | {s['ttft_s']} "
             f"| {s['decode_tok_s']} / {s['e2e_tok_s']} "
             f"| {c['aggregate_tok_s']} | {c['latency_s'][0]}-{c['latency_s'][-1]} | {r['rss_peak_gb']} "
+            f"| {r.get('other_cpu_during', 0):.0%} "
             f"| {', '.join(ok) or 'none'} |"
         )
     lines += [

