@@ -11,7 +11,11 @@ from rag_bot.retrieval import Citation
 
 
 def citation_label(citation: Citation) -> str:
-    where = f" — {citation.section}" if citation.section and citation.section != citation.title else ""
+    section = citation.section
+    if section.startswith(citation.title):
+        # The heading path usually starts with the document's own H1, which is the title.
+        section = section[len(citation.title):].lstrip(" >")
+    where = f" — {section}" if section else ""
     page = f", p. {citation.page}" if citation.page else ""
     return f"[{citation.number}] {citation.title}{where}{page}"
 
