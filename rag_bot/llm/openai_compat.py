@@ -119,11 +119,12 @@ class OpenAICompatClient:
             raise self._unavailable(exc) from exc
 
     def choose(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> str:
-        """One of `choices`, constrained by the server.
+        """One of `choices`, constrained by the server, as a JSON object {"choice": ...}.
 
-        vLLM reads `structured_outputs: {"choice": [...]}`; llama.cpp's server reads an OpenAI
-        `response_format` JSON schema. We send both, as a JSON object {"choice": ...}, so the reply
-        is parsed as JSON, never as free text.
+        vLLM reads `structured_outputs: {"json": schema}`; llama.cpp's server reads a GBNF `grammar`
+        (each engine ignores the other's field). The grammar spells the whole reply with no free
+        whitespace: llama.cpp's JSON-schema grammar lets a small model pad with newlines until the
+        token budget runs out, which leaves unparseable JSON.
         """
         schema = {
             "type": "object",
@@ -132,9 +133,8 @@ class OpenAICompatClient:
         }
         try:
             response = self._client.chat.completions.create(
-                **self._params(messages, 32),
-                response_format={"type": "json_object", "schema": schema},  # type: ignore[typeddict-unknown-key]
-                extra_body={"structured_outputs": {"json": schema}},
+                **self._params(messages, 48),
+                extra_body={"structured_outputs": {"json": schema}, "grammar": _choice_grammar(choices)},
             )
         except openai.APIError as exc:
             raise self._unavailable(exc) from exc
@@ -156,3 +156,9 @@ class OpenAICompatClient:
             return [m.id for m in self._client.models.list()]
         except openai.APIError as exc:
             raise self._unavailable(exc) from exc
+
+
+def _choice_grammar(choices: Sequence[str]) -> str:
+    """GBNF for exactly `{"choice": "<one of choices>"}`."""
+    alternatives = " | ".join(json.dumps(json.dumps(c)) for c in choices)
+    return f'root ::= "{{\\"choice\\": " value "}}"\nvalue ::= {alternatives}'
