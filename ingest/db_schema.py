@@ -1,0 +1,401 @@
+"""Database schema -> one `kind='schema'` document per table, so the SQL generator retrieves the tables
+a question needs instead of reading the whole schema.
+
+Reads any SQLAlchemy-supported database with SQLAlchemy's inspector: tables and views, columns with
+types, nullability, primary and foreign keys, table/column comments (or descriptions passed in, such
+as Defog's `<db>.json`), row-count estimates (PostgreSQL: `pg_class.reltuples`, no scan) and a few
+values of low-cardinality text columns (PostgreSQL: `pg_stats.most_common_vals`, no scan; elsewhere a
+DISTINCT over at most `sample_rows` rows). Every read happens in a READ ONLY transaction; give it the
+read-only role's URL. Incremental by content hash, like `ingest/pipeline.py`.
+
+Business definitions (a Markdown page such as knowledge_base/db/README.md) and solved question→SQL
+examples (rag_bot.analytics.examples) are stored beside the tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from rag_bot.embeddings import Embedder
+from rag_bot.errors import IngestError
+from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_KIND = "schema"
+MAX_SAMPLE_VALUES = 12
+_TEXT_TYPES = (sa.String, sa.Text, sa.Enum)
+
+
+@dataclass
+class SchemaSyncReport:
+    database: str
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{self.database}: added {len(self.added)}, updated {len(self.updated)}, "
+            f"unchanged {len(self.unchanged)}, deleted {len(self.deleted)}, failed {len(self.failed)} tables"
+        )
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str
+    nullable: bool
+    primary_key: bool
+    comment: str = ""
+    references: str = ""  # "table.column"
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    kind: str  # "table" | "view"
+    comment: str
+    columns: tuple[ColumnInfo, ...]
+    foreign_keys: tuple[tuple[str, str, str], ...]  # (column, ref_table, ref_column)
+    referenced_by: tuple[tuple[str, str, str], ...]  # (table, column, own column)
+    rows_estimate: int | None
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """SQLAlchemy URL for psycopg 3 (plain postgres URLs would pick psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url[len(prefix):]
+    return database_url
+
+
+def database_label(database_url: str) -> str:
+    name = urlsplit(sqlalchemy_url(database_url)).path.lstrip("/")
+    return name or "default"
+
+
+def _normalise_descriptions(descriptions: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+    """table -> column -> description, from Defog's `{"table_metadata": {...}}` or a plain mapping."""
+    if not descriptions:
+        return {}
+    tables = descriptions.get("table_metadata", descriptions)
+    out: dict[str, dict[str, str]] = {}
+    for table, columns in tables.items():
+        if isinstance(columns, Mapping):
+            out[table.lower()] = {str(k).lower(): str(v) for k, v in columns.items()}
+        elif isinstance(columns, list):
+            out[table.lower()] = {
+                str(c.get("column_name", "")).lower(): str(c.get("column_description", "") or "")
+                for c in columns
+                if isinstance(c, Mapping)
+            }
+    return out
+
+
+def _row_estimates(conn: Connection, schema: str) -> dict[str, int]:
+    if conn.dialect.name != "postgresql":
+        return {}
+    rows = conn.execute(
+        sa.text(
+            "SELECT c.relname, c.reltuples::bigint FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'm')"
+        ),
+        {"schema": schema},
+    ).all()
+    return {str(name): int(n) for name, n in rows if n is not None and n >= 0}
+
+
+def _pg_common_values(conn: Connection, schema: str) -> dict[tuple[str, str], list[str]]:
+    """(table, column) -> most common values, for columns whose statistics say they are few."""
+    if conn.dialect.name != "postgresql":
+        return {}
+    rows = conn.execute(
+        sa.text(
+            "SELECT tablename, attname, n_distinct, most_common_vals::text::text[] FROM pg_stats "
+            "WHERE schemaname = :schema"
+        ),
+        {"schema": schema},
+    ).all()
+    out: dict[tuple[str, str], list[str]] = {}
+    for table, column, n_distinct, values in rows:
+        # Present but empty: statistics say the column has many values, so it is not sampled.
+        few = values and 0 < float(n_distinct or 0) <= MAX_SAMPLE_VALUES
+        out[(str(table), str(column))] = [str(v) for v in values] if few else []
+    return out
+
+
+def _sample_values(conn: Connection, schema: str, table: str, column: str, sample_rows: int) -> list[str]:
+    """Distinct values among at most `sample_rows` rows; empty when the column looks high-cardinality."""
+    preparer = conn.dialect.identifier_preparer
+    source = f"{preparer.quote_schema(schema)}.{preparer.quote(table)}"
+    col = preparer.quote(column)
+    query = sa.text(
+        f"SELECT DISTINCT v FROM (SELECT {col} AS v FROM {source} WHERE {col} IS NOT NULL "
+        f"LIMIT {int(sample_rows)}) s LIMIT {MAX_SAMPLE_VALUES + 1}"
+    )
+    values = [str(r[0]) for r in conn.execute(query).all()]
+    return sorted(values) if len(values) <= MAX_SAMPLE_VALUES else []
+
+
+def read_schema(
+    engine: Engine,
+    *,
+    schema: str = "public",
+    samples: bool = True,
+    descriptions: Mapping[str, Any] | None = None,
+    sample_rows: int = 1000,
+) -> list[TableInfo]:
+    """Everything the prompt needs about each table and view, read in one READ ONLY transaction."""
+    described = _normalise_descriptions(descriptions)
+    with warnings.catch_warnings(), engine.connect() as conn:
+        # Extension types (vector, PostGIS...) are unknown to SQLAlchemy; it warns and reports NullType.
+        warnings.simplefilter("ignore", sa.exc.SAWarning)
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+        inspector = sa.inspect(conn)
+        tables = [(name, "table") for name in inspector.get_table_names(schema=schema)]
+        tables += [(name, "view") for name in inspector.get_view_names(schema=schema)]
+        estimates = _row_estimates(conn, schema)
+        common = _pg_common_values(conn, schema) if samples else {}
+        fks_by_table = {name: inspector.get_foreign_keys(name, schema=schema) for name, _ in tables}
+        referenced: dict[str, list[tuple[str, str, str]]] = {}
+        for name, fks in fks_by_table.items():
+            for fk in fks:
+                for own, ref in zip(fk["constrained_columns"], fk["referred_columns"], strict=False):
+                    referenced.setdefault(fk["referred_table"], []).append((name, own, ref))
+        result = []
+        for name, kind in sorted(tables):
+            columns_raw = inspector.get_columns(name, schema=schema)
+            pk = set(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or [])
+            try:
+                comment = inspector.get_table_comment(name, schema=schema).get("text") or ""
+            except NotImplementedError:
+                comment = ""
+            fk_map: dict[str, str] = {}
+            fks: list[tuple[str, str, str]] = []
+            for fk in fks_by_table[name]:
+                for own, ref in zip(fk["constrained_columns"], fk["referred_columns"], strict=False):
+                    fk_map[own] = f"{fk['referred_table']}.{ref}"
+                    fks.append((own, fk["referred_table"], ref))
+            table_desc = described.get(name.lower(), {})
+            columns = []
+            for col in columns_raw:
+                col_name = str(col["name"])
+                values: list[str] = []
+                if samples and isinstance(col["type"], _TEXT_TYPES) and col_name not in pk:
+                    values = common.get((name, col_name), [])
+                    if not values and (name, col_name) not in common and kind == "table":
+                        values = _sample_values(conn, schema, name, col_name, sample_rows)
+                columns.append(
+                    ColumnInfo(
+                        name=col_name,
+                        type=str(col["type"]).lower(),
+                        nullable=bool(col.get("nullable", True)),
+                        primary_key=col_name in pk,
+                        comment=str(col.get("comment") or table_desc.get(col_name.lower(), "") or ""),
+                        references=fk_map.get(col_name, ""),
+                        values=tuple(values),
+                    )
+                )
+            result.append(
+                TableInfo(
+                    name=name,
+                    kind=kind,
+                    comment=comment,
+                    columns=tuple(columns),
+                    foreign_keys=tuple(fks),
+                    referenced_by=tuple(sorted(referenced.get(name, []))),
+                    rows_estimate=estimates.get(name),
+                )
+            )
+        conn.rollback()
+    return result
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def render_table(table: TableInfo) -> str:
+    """The table as commented DDL: the form code models read best."""
+    head = f"-- {table.kind.capitalize()} {table.name}"
+    if table.rows_estimate is not None:
+        head += f" (~{table.rows_estimate:,} rows)"
+    if table.comment:
+        head += f": {_one_line(table.comment)}"
+    lines = [head, f"CREATE TABLE {table.name} ("]
+    for i, col in enumerate(table.columns):
+        parts = [f"  {col.name} {col.type}"]
+        if col.primary_key:
+            parts.append("PRIMARY KEY")
+        elif not col.nullable:
+            parts.append("NOT NULL")
+        if col.references:
+            ref_table, ref_col = col.references.rsplit(".", 1)
+            parts.append(f"REFERENCES {ref_table}({ref_col})")
+        line = " ".join(parts) + ("," if i < len(table.columns) - 1 else "")
+        notes = []
+        if col.comment:
+            notes.append(_one_line(col.comment))
+        if col.values:
+            notes.append("values: " + ", ".join(f"'{v}'" for v in col.values))
+        if notes:
+            line += "  -- " + "; ".join(notes)
+        lines.append(line)
+    lines.append(");")
+    joins = [f"{table.name}.{own} = {ref_t}.{ref_c}" for own, ref_t, ref_c in table.foreign_keys]
+    joins += [f"{other}.{col} = {table.name}.{own}" for other, col, own in table.referenced_by]
+    if joins:
+        lines.append("-- Joins: " + "; ".join(dict.fromkeys(joins)))
+    return "\n".join(lines)
+
+
+def _hash(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def sync_schema(
+    database_url: str,
+    store: VectorStore,
+    embedder: Embedder,
+    *,
+    schema: str = "public",
+    domain: str | Mapping[str, str] | None = None,
+    samples: bool = True,
+    descriptions: Mapping[str, Any] | None = None,
+    database: str | None = None,
+    audience: str = "internal",
+    prune: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> SchemaSyncReport:
+    """Bring the store's schema documents for one database schema in line with the database.
+
+    Args:
+        database_url: the database to describe; use the read-only role's URL.
+        store, embedder: where the table documents go.
+        schema: the database schema to read.
+        domain: one domain for every table, or table -> domain (others get "analytics"); the
+            analytics path can prune the schema to the question's domain with it.
+        samples: include a few values of low-cardinality text columns.
+        descriptions: column descriptions used where the database has no comments (Defog's
+            `<db>.json` format or {table: {column: text}}).
+        database: label used in sources (`schema://<database>/<schema>/<table>`); defaults to the
+            database name in the URL.
+        audience: "internal" by default: table structure is not for the public bot.
+        prune: delete documents of tables that no longer exist.
+    """
+    label = database or database_label(database_url)
+    report = SchemaSyncReport(database=label)
+    engine = sa.create_engine(sqlalchemy_url(database_url), poolclass=sa.pool.NullPool)
+    try:
+        tables = read_schema(engine, schema=schema, samples=samples, descriptions=descriptions)
+    except sa.exc.SQLAlchemyError as exc:
+        raise IngestError(
+            f"Could not read the schema of {label}: {str(exc).splitlines()[0]}. Check the URL and that the "
+            "role may read the tables."
+        ) from exc
+    finally:
+        engine.dispose()
+    prefix = f"schema://{label}/{schema}/"
+    stored = store.document_hashes(prefix, kind=SCHEMA_KIND)
+    seen: set[str] = set()
+    for table in tables:
+        source = prefix + table.name
+        seen.add(source)
+        if progress:
+            progress(table.name)
+        text = render_table(table)
+        table_domain = (
+            domain.get(table.name, "analytics") if isinstance(domain, Mapping) else (domain or "analytics")
+        )
+        metadata = {
+            "type": "table",
+            "database": label,
+            "schema": schema,
+            "table": table.name,
+            "columns": [c.name for c in table.columns],
+            "neighbours": sorted(
+                {t for _, t, _ in table.foreign_keys} | {t for t, _, _ in table.referenced_by}
+            ),
+            "rows_estimate": table.rows_estimate,
+        }
+        content_hash = _hash(text, table_domain, audience, json.dumps(metadata, sort_keys=True))
+        if stored.get(source) == content_hash:
+            report.unchanged.append(table.name)
+            continue
+        try:
+            vectors = embedder.embed_passages([text])
+        except Exception as exc:  # noqa: BLE001 - one table must not stop the rest
+            report.failed.append((table.name, f"embedding failed: {exc}"))
+            continue
+        record = DocumentRecord(
+            source=source,
+            title=f"{label}.{table.name}",
+            domain=table_domain,
+            audience=audience,
+            language="en",
+            content_hash=content_hash,
+            kind=SCHEMA_KIND,
+            metadata=metadata,
+        )
+        store.upsert_document(record, [ChunkRecord(text=text, ordinal=0, heading=table.name)], vectors)
+        (report.updated if source in stored else report.added).append(table.name)
+    gone = sorted(set(stored) - seen)
+    if prune and gone:
+        store.delete_documents(gone)
+        report.deleted.extend(s.rsplit("/", 1)[-1] for s in gone)
+    logger.info("schema sync %s", report.summary())
+    return report
+
+
+def sync_schema_notes(
+    path: Path,
+    store: VectorStore,
+    embedder: Embedder,
+    *,
+    database: str,
+    domain: str = "analytics",
+    audience: str = "internal",
+) -> bool:
+    """Store a Markdown page of business definitions, one chunk per `##` section; False if unchanged."""
+    text = path.read_text(encoding="utf-8")
+    source = f"schema-notes://{database}/{path.name}"
+    content_hash = _hash(text, domain, audience)
+    if store.document_hashes(source, kind=SCHEMA_KIND).get(source) == content_hash:
+        return False
+    sections = re.split(r"(?m)^(?=## )", text)
+    chunks = []
+    for section in sections:
+        body = section.strip()
+        if not body:
+            continue
+        heading = body.splitlines()[0].lstrip("#").strip()
+        chunks.append(ChunkRecord(text=body, ordinal=len(chunks), heading=heading))
+    vectors = embedder.embed_passages([c.text for c in chunks])
+    record = DocumentRecord(
+        source=source, title=f"{database} definitions", domain=domain, audience=audience,
+        language="en", content_hash=content_hash, kind=SCHEMA_KIND,
+        metadata={"type": "definitions", "database": database},
+    )
+    store.upsert_document(record, chunks, vectors)
+    return True
