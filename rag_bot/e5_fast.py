@@ -465,13 +465,14 @@ class FastE5:
             return out
         seqs = [self.token_ids(t) for t in texts]
         batches = self._plan(seqs)
-        if self._pool is None or len(batches) == 1:
-            for idx in batches:
-                out[idx] = self._forward([seqs[i] for i in idx])
-            return out
-        # Each worker takes whole batches with 1-thread BLAS: measured faster on 2 cores than
-        # OpenBLAS splitting each product (its sync cost dominates at these sizes).
+        # BLAS stays single-threaded; the parallelism is ours, one batch per worker: OpenBLAS
+        # splitting each product over both cores measured slower here, and its spinning threads
+        # burn CPU when the machine is busy.
         with _BLAS_LOCK, _BLAS.limit(1):
+            if self._pool is None or len(batches) == 1:
+                for idx in batches:
+                    out[idx] = self._forward([seqs[i] for i in idx])
+                return out
             futures = [(idx, self._pool.submit(self._forward, [seqs[i] for i in idx])) for idx in batches]
             for idx, fut in futures:
                 out[idx] = fut.result()
@@ -493,6 +494,11 @@ class FastE5:
             cur_max = new_max
         if cur:
             batches.append(np.array(cur))
+        # Fewer batches than workers: split them so that every core gets a share.
+        while len(batches) < self.threads and any(len(b) > 1 for b in batches):
+            big = max(range(len(batches)), key=lambda k: len(batches[k]))
+            b = batches.pop(big)
+            batches[big:big] = [b[: len(b) // 2], b[len(b) // 2 :]]
         return batches
 
     def _forward(self, seqs: list[list[int]]) -> np.ndarray:
