@@ -1,0 +1,77 @@
+"""Chart flow with a scripted LLM and the real sandbox (separate locked-down process)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Iterator
+
+import pytest
+
+from rag_bot.charts import answer_chart, data_csv, extract_code
+from rag_bot.llm.fake import FakeLLM
+from sandbox import SubprocessSandbox
+
+GOOD = """```python
+import pandas as pd
+import matplotlib.pyplot as plt
+df = pd.read_csv('data.csv')
+plt.bar(df['month'], df['revenue'])
+plt.title('Выручка по месяцам')
+plt.savefig('chart.png')
+```"""
+BROKEN = "```python\nimport pandas as pd\ndf = pd.read_csv('data.csv')\ndf['no_such_column'].plot()\n```"
+COLUMNS = ["month", "revenue"]
+ROWS = [(dt.date(2024, m, 1), decimal.Decimal("1000.50") * m) for m in range(1, 13)]
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SubprocessSandbox]:
+    with SubprocessSandbox(pool_size=1) as box:
+        yield box
+
+
+def test_chart_is_drawn_in_the_sandbox_from_the_result(sandbox: SubprocessSandbox) -> None:
+    llm = FakeLLM([GOOD])
+    chart = answer_chart("График выручки по месяцам", COLUMNS, ROWS, llm=llm, sandbox=sandbox, language="ru")
+    assert chart.status == "ok" and not chart.retried
+    assert chart.png is not None and chart.png.startswith(b"\x89PNG\r\n\x1a\n")
+    prompt = llm.received[0][1].content
+    assert "month (str)" in prompt and "revenue (float)" in prompt and "Russian" in prompt
+    assert "Rows: 12" in prompt
+
+
+def test_failed_script_goes_back_to_the_llm_once_with_its_error(sandbox: SubprocessSandbox) -> None:
+    llm = FakeLLM([BROKEN, GOOD])
+    chart = answer_chart("revenue by month", COLUMNS, ROWS, llm=llm, sandbox=sandbox, language="en")
+    assert chart.status == "ok" and chart.retried
+    assert "no_such_column" in llm.received[1][-1].content
+
+
+def test_two_failures_give_a_clear_message_and_no_image(sandbox: SubprocessSandbox) -> None:
+    llm = FakeLLM([BROKEN, BROKEN])
+    chart = answer_chart("revenue by month", COLUMNS, ROWS, llm=llm, sandbox=sandbox, language="en")
+    assert chart.status == "failed" and chart.png is None
+    assert "table" in chart.message
+
+
+def test_hostile_chart_code_is_refused_by_the_sandbox(sandbox: SubprocessSandbox) -> None:
+    evil = "```python\nimport os\nos.system('touch /tmp/pwned_by_chart')\n```"
+    llm = FakeLLM([evil, evil])
+    chart = answer_chart("plot", COLUMNS, ROWS, llm=llm, sandbox=sandbox, language="en")
+    assert chart.status == "failed"
+    import os
+
+    assert not os.path.exists("/tmp/pwned_by_chart")
+
+
+def test_empty_result_needs_no_llm(sandbox: SubprocessSandbox) -> None:
+    llm = FakeLLM()
+    chart = answer_chart("plot", COLUMNS, [], llm=llm, sandbox=sandbox, language="en")
+    assert chart.status == "no_data" and llm.received == []
+
+
+def test_data_and_code_helpers() -> None:
+    assert data_csv(["a", "b"], [(dt.date(2024, 1, 2), decimal.Decimal("1.5"))]) == b"a,b\r\n2024-01-02,1.5\r\n"
+    assert extract_code("text\n```python\nprint(1)\n```\nmore") == "print(1)"
+    assert extract_code("print(2)") == "print(2)"
