@@ -416,24 +416,33 @@ def write_markdown(path: Path, runs: list[dict[str, Any]]) -> None:
         "| latency 4 conc. s (min-max) | peak RSS GB | other CPU load | structured choice |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    notes: list[str] = []
     for r in sorted(runs, key=lambda r: (r["engine"], r["model"])):
         if "error" in r:
             lines.append(f"| {r['engine']} | {r['model']} | failed: {r['error'][:80]} | | | | | | | |")
             continue
-        s, c = r["single"], r["concurrent"]
+        s, c = r.get("single") or {}, r.get("concurrent") or {}
         ok = [
             k
-            for k, v in r["structured"].items()
+            for k, v in (r.get("structured") or {}).items()
             if k != "none" and (v.get("exact_choice") or v.get("json_choice"))
         ]
-        start = f"{r['start_s']}" + (" (compile cache warm)" if r.get("vllm_compile_cache_warm") else "")
-        lines.append(
-            f"| {r['engine']} | {r['model']} | {start} | {s['ttft_s']} "
-            f"| {s['decode_tok_s']} / {s['e2e_tok_s']} "
-            f"| {c['aggregate_tok_s']} | {c['latency_s'][0]}-{c['latency_s'][-1]} | {r['rss_peak_gb']} "
-            f"| {r.get('other_cpu_during', 0):.0%} "
-            f"| {', '.join(ok) or 'none'} |"
+        start = f"{r['start_s']}" + (
+            " (compile cache cold)" if r.get("vllm_compile_cache_warm") is False else ""
         )
+        lat = c.get("latency_s") or ["-"]
+        other = r.get("other_cpu_during")
+        other = f"{other:.0%}" if isinstance(other, float) else (other or "?")
+        lines.append(
+            f"| {r['engine']} | {r['model']} | {start} | {s.get('ttft_s', '-')} "
+            f"| {s.get('decode_tok_s', '-')} / {s.get('e2e_tok_s', '-')} "
+            f"| {c.get('aggregate_tok_s', '-')} | {lat[0]}-{lat[-1]} | {r.get('rss_peak_gb', '-')} "
+            f"| {other} "
+            f"| {', '.join(ok) or '-'} |"
+        )
+        if r.get("note"):
+            notes.append(f"- {r['engine']} / {r['model']}: {r['note']}")
+    lines += ["", *notes]
     lines += [
         "",
         "Structured choice column: request shapes whose reply was exactly one of the choices (or a JSON",
