@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Role = Literal["system", "user", "assistant"]
 
@@ -43,4 +43,18 @@ class LLMClient(Protocol):
 
     def choose(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> str:
         """Exactly one of `choices`, enforced by the server's structured output (never parsed free text)."""
+        ...
+
+    def complete_json(
+        self,
+        messages: Sequence[ChatMessage],
+        schema: dict[str, Any],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> dict[str, Any]:
+        """A JSON object matching `schema`, enforced by the server's structured output.
+
+        `temperature` overrides the client's default for this call (sampling several candidates).
+        """
         ...

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 from rag_bot.llm.base import ChatMessage, Completion
 
@@ -44,3 +46,18 @@ class FakeLLM:
         if reply not in choices:
             raise ValueError(f"FakeLLM reply {reply!r} is not one of {list(choices)}")
         return reply
+
+    def complete_json(
+        self,
+        messages: Sequence[ChatMessage],
+        schema: dict[str, Any],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> dict[str, Any]:
+        """The next reply parsed as JSON; a reply that is not a JSON object fails like a broken server."""
+        reply = self._next(messages)
+        value = json.loads(reply)
+        if not isinstance(value, dict):
+            raise ValueError(f"FakeLLM reply {reply!r} is not a JSON object")
+        return value

@@ -150,6 +150,43 @@ class OpenAICompatClient:
             raise LLMUnavailable(f"The language model chose {value!r}, which is not an allowed option.")
         return str(value)
 
+    def complete_json(
+        self,
+        messages: Sequence[ChatMessage],
+        schema: dict[str, Any],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> dict[str, Any]:
+        """A JSON object constrained by `schema`.
+
+        llama.cpp's server (llama-cpp-python 0.3.x) compiles `response_format={"type": "json_object",
+        "schema": ...}` into a grammar; vLLM reads `structured_outputs: {"json": ...}` and ignores the
+        other field. Both are sent, as in `choose`.
+        """
+        params = self._params(messages, max_tokens)
+        if temperature is not None:
+            params["temperature"] = temperature
+        try:
+            response = self._client.chat.completions.create(
+                **params,
+                response_format={"type": "json_object", "schema": schema},  # type: ignore[typeddict-unknown-key]
+                extra_body={"structured_outputs": {"json": schema}},
+            )
+        except openai.APIError as exc:
+            raise self._unavailable(exc) from exc
+        text = response.choices[0].message.content or ""
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            # A reply cut by max_tokens is the usual cause; callers treat it as a failed attempt.
+            raise LLMUnavailable(
+                "The language model returned incomplete structured output (it may have run out of tokens)."
+            ) from exc
+        if not isinstance(value, dict):
+            raise LLMUnavailable("The language model returned JSON that is not an object.")
+        return value
+
     def served_models(self) -> list[str]:
         """Model names the server offers (`GET /v1/models`); used by `rag-bot doctor`."""
         try:

@@ -1,0 +1,183 @@
+"""Explain a query result in the user's language; every number in the text must come from the result.
+
+The LLM writes one to three sentences from the result table. `numbers_supported` then checks each
+number it wrote against the result cells (allowing rounding to the precision written), the question
+and the row count. One regeneration; if that fails too, a templated sentence and the table.
+"""
+
+# ruff: noqa: E501  (prompt and message catalogue lines are kept whole)
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from rag_bot.llm.base import ChatMessage, LLMClient
+
+logger = logging.getLogger(__name__)
+
+MAX_ROWS_SHOWN = 20
+
+_SYSTEM = {
+    "en": "You explain database query results to a business user. Answer the question in English in one to "
+    "three sentences, giving the key numbers exactly as they appear in the result (you may round). Do not "
+    "compute new numbers (no sums, differences or percentages that are not in the result). No SQL, no preamble.",
+    "ru": "Ты объясняешь результаты запроса к базе данных бизнес-пользователю. Ответь на вопрос по-русски "
+    "в одном-трёх предложениях, приводя ключевые числа так, как они есть в результате (можно округлить). "
+    "Не вычисляй новые числа (суммы, разницы, проценты, которых нет в результате). Без SQL и вступлений.",
+}
+_TEMPLATE = {
+    "en": "Here is the result: {n} row(s).",
+    "ru": "Вот результат: строк — {n}.",
+}
+_TEMPLATE_EMPTY = {
+    "en": "The query returned no rows: there are no matching records.",
+    "ru": "Запрос не вернул строк: подходящих записей нет.",
+}
+_TRUNCATED = {
+    "en": " Only the first {n} rows are shown.",
+    "ru": " Показаны только первые {n} строк.",
+}
+
+# 1 234 567,89 | 1,234,567.89 | 1234.5 | -3 | 12%
+_NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:[ \u00a0\u202f,]\d{3})+(?:[.,]\d+)?(?!\w)|(?<![\w.])-?\d+(?:[.,]\d+)?(?!\w)")
+
+
+def render_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], limit: int = MAX_ROWS_SHOWN) -> str:
+    lines = [" | ".join(columns)]
+    for row in rows[:limit]:
+        lines.append(" | ".join(_cell(v) for v in row))
+    if len(rows) > limit:
+        lines.append(f"... ({len(rows)} rows in total)")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def _parse_number(token: str) -> tuple[Decimal, int] | None:
+    """A number as written (either locale) and its decimal places."""
+    text = token.replace("\u00a0", " ").replace("\u202f", " ")
+    if re.fullmatch(r"-?\d{1,3}(?:[ ,]\d{3})+(?:[.,]\d+)?", text) and (" " in text or text.count(",") >= 1):
+        # Thousands separators: a space, or commas followed by exactly three digits.
+        if " " in text:
+            text = text.replace(" ", "").replace(",", ".")
+        elif re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
+            text = text.replace(",", "")
+        else:
+            text = text.replace(",", ".")
+    else:
+        text = text.replace(",", ".")
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        return None
+    places = len(text.split(".")[1]) if "." in text else 0
+    return value, places
+
+
+def _result_numbers(rows: Sequence[Sequence[Any]]) -> list[Decimal]:
+    out: list[Decimal] = []
+    for row in rows:
+        for value in row:
+            if isinstance(value, bool) or value is None:
+                continue
+            if isinstance(value, (int, float, Decimal)):
+                out.append(Decimal(str(value)))
+            elif isinstance(value, (date, datetime)):
+                out.extend(Decimal(p) for p in (value.year, value.month, value.day))
+            else:
+                for token in _NUMBER.findall(str(value)):
+                    parsed = _parse_number(token)
+                    if parsed:
+                        out.append(parsed[0])
+    return out
+
+
+def numbers_supported(text: str, rows: Sequence[Sequence[Any]], question: str = "") -> list[str]:
+    """Numbers in `text` that match nothing in the result, the question or the row count (empty = ok).
+
+    A written number matches a cell when equal after rounding the cell to the written precision, or
+    when it is the cell in thousands/millions/billions rounded the same way ("1.2 млн").
+    """
+    allowed = _result_numbers(rows) + [Decimal(len(rows))]
+    for token in _NUMBER.findall(question):
+        parsed = _parse_number(token)
+        if parsed:
+            allowed.append(parsed[0])
+    unsupported = []
+    for token in _NUMBER.findall(text):
+        parsed = _parse_number(token)
+        if parsed is None:
+            continue
+        value, places = parsed
+        quantum = Decimal(1).scaleb(-places)
+        ok = False
+        for cell in allowed:
+            for scale in (1, 1000, 1_000_000, 1_000_000_000):
+                scaled = cell / scale
+                if abs(scaled.quantize(quantum) - value) <= quantum / 2 or abs(abs(scaled) - abs(value)) < quantum:
+                    ok = True
+                    break
+                # Percent written for a share: 0.125 -> 12.5 %
+                if scale == 1 and abs((cell * 100).quantize(quantum) - value) <= quantum / 2 and abs(cell) <= 1:
+                    ok = True
+                    break
+            if ok:
+                break
+        if not ok:
+            unsupported.append(token)
+    return unsupported
+
+
+def template_answer(row_count: int, language: str, truncated: bool = False) -> str:
+    lang = "ru" if language == "ru" else "en"
+    text = (_TEMPLATE_EMPTY if row_count == 0 else _TEMPLATE)[lang].format(n=row_count)
+    if truncated:
+        text += _TRUNCATED[lang].format(n=row_count)
+    return text
+
+
+def narrate_result(
+    question: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    llm: LLMClient,
+    language: str,
+    truncated: bool = False,
+    max_attempts: int = 2,
+) -> tuple[str, bool]:
+    """(answer text, True when the LLM's narrative passed the number check; False = template used)."""
+    if not rows:
+        return template_answer(0, language), True
+    lang = "ru" if language == "ru" else "en"
+    messages = [
+        ChatMessage("system", _SYSTEM[lang]),
+        ChatMessage("user", f"Question: {question}\n\nResult:\n{render_result(columns, rows)}"),
+    ]
+    for attempt in range(max_attempts):
+        text = llm.complete(messages, max_tokens=200).text.strip()
+        bad = numbers_supported(text, rows, question)
+        if text and not bad:
+            if truncated:
+                text += _TRUNCATED[lang].format(n=len(rows))
+            return text, True
+        logger.info("narration attempt %d has numbers not in the result: %s", attempt + 1, bad)
+        messages = messages + [
+            ChatMessage("assistant", text),
+            ChatMessage("user", f"These numbers are not in the result: {', '.join(bad) or 'none'}. "
+                        "Rewrite the answer using only numbers that appear in the result."),
+        ]
+    return template_answer(len(rows), language, truncated), False
