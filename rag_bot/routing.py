@@ -131,9 +131,7 @@ class ExampleClassifier:
                 best, best_nll = float(t), nll
         return best
 
-    def probabilities(
-        self, embedding: np.ndarray, text: str, allowed: Sequence[str] | None = None
-    ) -> dict[str, float]:
+    def probabilities(self, embedding: np.ndarray, text: str, allowed: Sequence[str] | None = None) -> dict[str, float]:
         """label -> calibrated probability, renormalised over `allowed` labels (all when None)."""
         logits = (self.features(embedding[None, :], [text]) @ self._weights)[0]
         keep = [i for i, label in enumerate(self.labels) if allowed is None or label in allowed]
@@ -154,8 +152,9 @@ def _char_ngrams(text: str) -> np.ndarray:
     return vector / max(float(np.linalg.norm(vector)), 1e-9)
 
 
-def _train_logreg(x: np.ndarray, y: np.ndarray, classes: int, *, steps: int = 400, lr: float = 0.5,
-                  l2: float = 1e-3) -> np.ndarray:
+def _train_logreg(
+    x: np.ndarray, y: np.ndarray, classes: int, *, steps: int = 400, lr: float = 0.5, l2: float = 1e-3
+) -> np.ndarray:
     """Full-batch gradient descent from zero: deterministic, and fast for a few hundred examples."""
     weights = np.zeros((x.shape[1], classes), dtype=np.float32)
     target = np.eye(classes, dtype=np.float32)[y]
@@ -257,9 +256,7 @@ class Router:
         self._embedder = embedder
         self._llm = llm
         self._intents = ExampleClassifier(embedder, dict(config.intents))
-        self._domains = ExampleClassifier(
-            embedder, {name: config.domains[name] for name in profile.domains}
-        )
+        self._domains = ExampleClassifier(embedder, {name: config.domains[name] for name in profile.domains})
 
     def classify(self, message: str, conversation: Conversation | None = None) -> Route:
         started = time.perf_counter()
@@ -334,7 +331,12 @@ class Router:
         )
         logger.info(
             "route intent=%s(%.2f) domains=%s(%.2f) path=%s %.0f ms",
-            route.intent, intent_conf, ",".join(domains), domain_conf, path, route.latency_s * 1000,
+            route.intent,
+            intent_conf,
+            ",".join(domains),
+            domain_conf,
+            path,
+            route.latency_s * 1000,
         )
         return route
 

@@ -81,6 +81,10 @@ class SearchQuery:
     kinds: Sequence[str] = ("doc",)
     top_k: int = 5
     candidates: int = 40
+    # Reciprocal-rank fusion: score = vector_weight/(rrf_k + rank_vec) + text_weight/(rrf_k + rank_fts).
+    rrf_k: int = 60
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
 
 
 class VectorStore:
@@ -233,7 +237,7 @@ class VectorStore:
 
     # -- reads -----------------------------------------------------------------------------------
     def search(self, query: SearchQuery) -> list[SearchHit]:
-        """Hybrid search: HNSW cosine top-N and full-text top-N, fused by reciprocal rank (k=60)."""
+        """Hybrid search: HNSW cosine top-N and full-text top-N, fused by weighted reciprocal rank."""
         filters = "c.kind = ANY(%(kinds)s) AND c.audience = ANY(%(audiences)s)"
         if query.domains:
             filters += " AND c.domain = ANY(%(domains)s)"
@@ -253,8 +257,9 @@ class VectorStore:
                 ORDER BY ts_rank_cd(c.tsv, q.expr::tsquery) DESC LIMIT %(n)s
             ),
             fused AS (
-                SELECT id, sum(1.0 / (60 + rank)) AS score
-                FROM (SELECT id, rank FROM vec UNION ALL SELECT id, rank FROM fts) ranked
+                SELECT id, sum(weight / (%(rrf_k)s + rank)) AS score
+                FROM (SELECT id, rank, %(vector_weight)s::float8 AS weight FROM vec
+                      UNION ALL SELECT id, rank, %(text_weight)s::float8 FROM fts) ranked
                 GROUP BY id
             )
             SELECT c.id, c.text, d.source, d.title, c.domain, c.audience, c.heading, c.page,
@@ -271,6 +276,9 @@ class VectorStore:
             "domains": list(query.domains or []),
             "n": query.candidates,
             "k": query.top_k,
+            "rrf_k": query.rrf_k,
+            "vector_weight": query.vector_weight,
+            "text_weight": query.text_weight,
         }
         try:
             rows = self.conn.execute(sql, params).fetchall()
