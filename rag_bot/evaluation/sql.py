@@ -465,6 +465,8 @@ def _techniques(**flags: Any) -> Any:
 )
 @click.option("--llm-url", envvar="RAG_BOT_LLM_BASE_URL", default="http://127.0.0.1:8001/v1", show_default=True)
 @click.option("--llm-model", envvar="RAG_BOT_LLM_MODEL", default="qwen2.5-coder-1.5b", show_default=True)
+@click.option("--llm-timeout", type=float, default=900.0, show_default=True, help="Seconds per LLM request (CPU servers queue requests).")
+@click.option("--max-tables", type=int, default=6, show_default=True, help="Tables retrieved into the prompt.")
 @click.option("--constrained/--free-text", default=True, help="Structured JSON output vs parsing free text.")
 @click.option("--gate/--no-gate", default=True, help="answerable/unclear/no_data decision before SQL.")
 @click.option(

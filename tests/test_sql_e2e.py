@@ -1,0 +1,60 @@
+"""End to end with the real llama.cpp server (Qwen2.5-Coder-1.5B): the answer's rows must equal the
+gold SQL's rows on the demo database. Slow (minutes on 2 CPU cores)."""
+
+# ruff: noqa: F811  (pytest fixtures imported by name from analytics_fixtures)
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from analytics_fixtures import demo_admin_url, demo_db  # noqa: F401
+
+from ingest.db_schema import sync_schema, sync_schema_notes
+from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
+from rag_bot.analytics.sql_runner import PostgresSqlRunner
+from rag_bot.db import ensure_database, with_database
+from rag_bot.demo import DemoLoadReport
+from rag_bot.embeddings import Embedder
+from rag_bot.evaluation.sql import DEMO_TABLE_DOMAINS, results_match, run_gold
+from rag_bot.llm.openai_compat import OpenAICompatClient
+from rag_bot.store import VectorStore
+
+REPO = Path(__file__).resolve().parent.parent
+GOLD = {json.loads(line)["question"]: json.loads(line) for line in
+        (REPO / "knowledge_base/eval/sql_qa.jsonl").read_text(encoding="utf-8").splitlines()}
+
+
+@pytest.fixture(scope="module")
+def demo_store(pg_admin_url: str, demo_db: DemoLoadReport, embedder: Embedder) -> Iterator[VectorStore]:
+    name = "t_e2e_" + uuid.uuid4().hex[:8]
+    ensure_database(pg_admin_url, name)
+    store = VectorStore(with_database(pg_admin_url, name), embedder_name=embedder.name, dim=embedder.dim)
+    store.migrate()
+    sync_schema(demo_db.readonly_url, store, embedder, domain=DEMO_TABLE_DOMAINS, database="demo")
+    sync_schema_notes(REPO / "knowledge_base/db/README.md", store, embedder, database="demo")
+    yield store
+    store.close()
+
+
+@pytest.mark.llm
+@pytest.mark.e2e
+@pytest.mark.parametrize("question", ["top 5 customers by revenue in 2024", "Выручка по регионам за прошлый квартал"])
+def test_real_llm_answers_with_the_gold_result(
+    question: str, llamacpp_server: str, demo_store: VectorStore, embedder: Embedder,
+    demo_db: DemoLoadReport, demo_admin_url: str,
+) -> None:
+    record = GOLD[question]
+    llm = OpenAICompatClient(llamacpp_server, "ci-model", temperature=0.0, max_tokens=400, timeout_s=600)
+    with PostgresSqlRunner(demo_db.readonly_url, statement_timeout_ms=10000) as runner:
+        answer = answer_analytics(question, llm=llm, store=demo_store, embedder=embedder, runner=runner,
+                                  language=record["language"], today=date(2025, 12, 31),
+                                  options=AnalyticsOptions(examples=0))
+    assert answer.status == "ok", (answer.status, answer.text, answer.attempts)
+    _, gold_rows = run_gold(demo_admin_url, record["sql"])
+    assert results_match(gold_rows, answer.rows, ordered="order by" in record["sql"].lower()), answer.attempts
+    assert answer.text
