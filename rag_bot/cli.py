@@ -197,7 +197,7 @@ def _run_ingest(
             chunk_size=settings.chunk_size_tokens, overlap=settings.chunk_overlap_tokens, progress=progress,
         )
     click.echo(f"Ingested {path}: {report.summary()}")
-    for source, reason in report.failed:
+    for _source, reason in report.failed:
         click.echo(f"  failed: {reason}", err=True)
     for source in report.missing:
         click.echo(f"  missing on disk (kept; use --prune to remove): {source}")
@@ -205,32 +205,80 @@ def _run_ingest(
     return report
 
 
-# -- questions ------------------------------------------------------------------------------------
-@main.command()
-@click.argument("question")
-@click.option("--audience", type=click.Choice(["public", "internal"]), default="internal")
+@ingest.command("schema")
+@click.argument("database_url", required=False)
+@click.option("--schema", "db_schema", default="public", show_default=True)
+@click.option("--domain", help="Domain for every table (default: analytics).")
 @_fail_nicely
-def ask(question: str, audience: str) -> None:
-    """Answer one question in the terminal, with its sources."""
-    from rag_bot.answer import prepare_answer, stream_answer
-    from rag_bot.wiring import build_components
-
+def ingest_schema(database_url: str | None, db_schema: str, domain: str | None) -> None:
+    """Describe a database's tables into the store (default: the company database, read-only)."""
     from rag_bot.db import running_postgres
 
     settings = _settings()
     with running_postgres(settings):
+        _run_schema_ingest(settings, database_url, db_schema, domain)
+
+
+def _run_schema_ingest(settings: Settings, database_url: str | None, db_schema: str = "public",
+                       domain: str | None = None) -> None:
+    from ingest.db_schema import sync_schema, sync_schema_notes
+    from rag_bot.embeddings import build_embedder
+    from rag_bot.wiring import build_store, company_readonly_url
+
+    url = database_url or company_readonly_url(settings)
+    if url is None:
+        raise RagBotError("No database to describe: give a URL or set RAG_BOT_COMPANY_DATABASE_URL.")
+    embedder = build_embedder(settings)
+    store = build_store(settings, embedder)
+    try:
+        report = sync_schema(url, store, embedder, schema=db_schema, domain=domain)
+        click.echo(f"Schema of {report.database}: {report.summary()}")
+        notes = settings.knowledge_base_dir / "db" / "README.md"
+        if database_url is None and notes.exists():
+            sync_schema_notes(notes, store, embedder, database=report.database)
+    finally:
+        store.close()
+
+
+# -- questions ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("question")
+@click.option("--profile", envvar="RAG_BOT_DEFAULT_PROFILE", default="analyst", help="Bot profile (profiles.yaml).")
+@_fail_nicely
+def ask(question: str, profile: str) -> None:
+    """Answer one question in the terminal: docs with sources, data with SQL and a table."""
+    from rag_bot.assistant import respond, stream_text
+    from rag_bot.db import running_postgres
+    from rag_bot.profiles import get_profiles
+    from rag_bot.routing import Conversation
+    from rag_bot.wiring import build_components
+
+    settings = _settings()
+    with running_postgres(settings):
         parts = build_components(settings)
-        prepared = prepare_answer(
-            question, store=parts.store, embedder=parts.embedder, audience=audience, top_k=settings.top_k,
-            budget_tokens=settings.context_budget_tokens,
-        )
-        parts.store.close()
-    for piece in stream_answer(prepared, parts.llm):
-        click.echo(piece, nl=False)
-    click.echo("")
-    if prepared.citations:
+        try:
+            chosen = get_profiles(settings.profiles_file).profile(profile)
+            reply = respond(question, conversation=Conversation(), profile=chosen, services=parts.services(profile))
+            for piece in stream_text(reply, parts.llm):
+                click.echo(piece, nl=False)
+            click.echo("")
+        finally:
+            parts.close()
+    route = reply.route
+    click.echo(f"\n[intent {route.intent}, domains {','.join(route.domains) or '-'}, {route.path} path]")
+    if reply.sql:
+        click.echo(f"\nSQL:\n{reply.sql}")
+    if reply.columns:
+        click.echo("\n" + " | ".join(reply.columns))
+        for row in reply.rows[:20]:
+            click.echo(" | ".join(str(v) for v in row))
+    if reply.chart_png:
+        out = settings.state_dir / "last_chart.png"
+        out.write_bytes(reply.chart_png)
+        click.echo(f"\nChart saved to {out}")
+    if reply.citations:
         click.echo("\nSources:")
-        for c in prepared.citations:
+        for c in reply.citations:
             where = f" — {c.section}" if c.section else ""
             page = f", p. {c.page}" if c.page else ""
             click.echo(f"  [{c.number}] {c.title}{where}{page} ({c.source})")
@@ -291,7 +339,9 @@ def up(engine: str | None, no_ui: bool) -> None:
     started = time.perf_counter()
     with _stack(settings, engine):
         _run_ingest(settings, settings.knowledge_base_dir / "docs", None, None, prune=True)
-        _load_demo_if_available(settings)
+        if settings.company_database_url is None:
+            _load_demo_if_available(settings)
+        _run_schema_ingest(settings, None)
         click.echo(f"Ready in {time.perf_counter() - started:.0f} s.")
         if no_ui:
             return

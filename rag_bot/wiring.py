@@ -1,14 +1,18 @@
-"""Build the real components from Settings, once, for the CLI and the chat UI."""
+"""Build the real components from Settings, once, for the CLI, the chat UI and the API."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
+from typing import Any
 
 from rag_bot.config import Settings
-from rag_bot.db import store_url
+from rag_bot.db import admin_url, store_url
 from rag_bot.embeddings import Embedder, build_embedder
 from rag_bot.llm.openai_compat import OpenAICompatClient
 from rag_bot.store import VectorStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -17,6 +21,67 @@ class Components:
     store: VectorStore
     embedder: Embedder
     llm: OpenAICompatClient
+    _services: dict[str, Any] = field(default_factory=dict)
+    _runner: Any = None
+    _sandbox: Any = None
+
+    def services(self, profile_name: str) -> Any:
+        """The seams for one bot profile (its router is trained once and kept)."""
+        if profile_name not in self._services:
+            from rag_bot.assistant import Services
+            from rag_bot.profiles import get_profiles
+            from rag_bot.routing import Router
+
+            config = get_profiles(self.settings.profiles_file)
+            profile = config.profile(profile_name)
+            data_allowed = bool({"sql", "chart"} & set(profile.intents))
+            self._services[profile_name] = Services(
+                llm=self.llm,
+                store=self.store,
+                embedder=self.embedder,
+                router=Router(config, profile, self.embedder, llm=self.llm),
+                runner=self.sql_runner() if data_allowed else None,
+                sandbox=self.sandbox() if "chart" in profile.intents else None,
+                top_k=self.settings.top_k,
+                budget_tokens=self.settings.context_budget_tokens,
+            )
+        return self._services[profile_name]
+
+    def sql_runner(self) -> Any:
+        """The read-only runner on the company database (None when none is configured)."""
+        if self._runner is None:
+            url = company_readonly_url(self.settings)
+            if url is None:
+                return None
+            from rag_bot.analytics.sql_runner import PostgresSqlRunner
+
+            self._runner = PostgresSqlRunner(
+                url, statement_timeout_ms=self.settings.sql_statement_timeout_ms, row_cap=self.settings.sql_row_cap
+            )
+        return self._runner
+
+    def sandbox(self) -> Any:
+        if self._sandbox is None:
+            from sandbox import SubprocessSandbox
+
+            self._sandbox = SubprocessSandbox(pool_size=self.settings.sandbox_pool_size)
+        return self._sandbox
+
+    def close(self) -> None:
+        self.store.close()
+        if self._runner is not None:
+            self._runner.close()
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+
+def company_readonly_url(settings: Settings) -> str | None:
+    """The company database as the read-only role: configured, or the embedded demo company's."""
+    if settings.company_database_url is not None:
+        return settings.company_database_url.get_secret_value()
+    from rag_bot.demo import readonly_url
+
+    return readonly_url(admin_url(settings), settings.company_database, settings.company_readonly_role)
 
 
 def build_store(settings: Settings, embedder: Embedder) -> VectorStore:

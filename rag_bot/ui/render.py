@@ -30,3 +30,20 @@ def render_sources(citations: Sequence[Citation], language: str) -> tuple[str, l
     ]
     footer = f"\n\n**{prompts.text('sources', language)}:** " + ", ".join(e.name for e in elements)
     return footer, elements
+
+
+async def render_sql(sql: str, language: str) -> None:
+    """The SQL that produced the answer, in a collapsible step."""
+    async with cl.Step(name="SQL" if language == "en" else "SQL-запрос", type="tool") as step:
+        step.output = f"```sql\n{sql}\n```"
+
+
+def render_table(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50) -> cl.Dataframe:
+    import pandas as pd
+
+    frame = pd.DataFrame([list(r) for r in rows[:limit]], columns=list(columns))
+    return cl.Dataframe(data=frame, name="result", display="inline")
+
+
+def render_chart(png: bytes) -> cl.Image:
+    return cl.Image(content=png, name="chart.png", display="inline", mime="image/png")

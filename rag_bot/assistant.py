@@ -1,0 +1,180 @@
+"""One conversation turn: route the message, then answer from documents, SQL or a chart.
+
+The chat UI, the CLI and the HTTP API all call `respond`; they only render the `Reply`. Docs answers
+are left to stream (`Reply.prepared`), SQL and chart answers arrive whole (their numbers are checked
+against the query result before anyone sees them).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rag_bot import prompts
+from rag_bot.answer import PreparedAnswer, prepare_answer, stream_answer
+from rag_bot.embeddings import Embedder
+from rag_bot.llm.base import ChatMessage, LLMClient
+from rag_bot.profiles import Profile
+from rag_bot.retrieval import Citation
+from rag_bot.routing import Conversation, Route, Router
+from rag_bot.store import VectorStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    """What one turn produced; renderers show whichever parts are set."""
+
+    route: Route
+    text: str = ""
+    prepared: PreparedAnswer | None = None  # a docs answer still to be streamed
+    citations: list[Citation] = field(default_factory=list)
+    sql: str | None = None
+    columns: list[str] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    chart_png: bytes | None = None
+    chart_code: str | None = None
+    escalate: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Services:
+    """The seams a turn may need; `runner` and `sandbox` are None where analytics/charts are off."""
+
+    llm: LLMClient
+    store: VectorStore
+    embedder: Embedder
+    router: Router
+    runner: Any = None  # rag_bot.analytics.sql_runner.SqlRunner
+    sandbox: Any = None  # sandbox.SandboxRunner
+    top_k: int = 5
+    budget_tokens: int = 1800
+
+
+_HANDOVER_WORDS = ("оператор", "человек", "живой", "human", "operator", "agent", "manager", "менеджер")
+
+
+def wants_human(message: str) -> bool:
+    lowered = message.lower()
+    return any(word in lowered for word in _HANDOVER_WORDS) and any(
+        verb in lowered for verb in ("позов", "соедин", "переключ", "talk", "speak", "connect", "хочу", "want")
+    )
+
+
+def respond(message: str, *, conversation: Conversation, profile: Profile, services: Services) -> Reply:
+    """Route the message and answer it within what the profile allows."""
+    started = time.perf_counter()
+    route = services.router.classify(message, conversation)
+    reply = Reply(route=route, timings={"route_s": route.latency_s})
+    reply.escalate = route.sentiment == "angry" or wants_human(message)
+    language = route.language
+    if route.intent == "smalltalk":
+        reply.text = prompts.text("smalltalk", language)
+    elif route.intent == "out_of_scope":
+        reply.text = prompts.text("out_of_scope", language)
+    elif not route.permitted:
+        reply.text = prompts.text("not_permitted", language)
+    elif route.clarifying_question:
+        reply.text = route.clarifying_question
+    elif route.intent == "docs":
+        reply.prepared = prepare_answer(
+            _standalone(message, conversation), store=services.store, embedder=services.embedder,
+            audience=profile.audience, domains=route.domains or None, top_k=services.top_k,
+            budget_tokens=services.budget_tokens,
+        )
+        reply.citations = reply.prepared.citations
+        reply.timings.update(reply.prepared.timings)
+    elif route.intent in ("sql", "chart"):
+        if route.intent == "sql" and _CHART_WORDS.search(message) and "chart" in profile.intents:
+            # "а теперь графиком" after a data answer: explicit chart words outrank an inherited intent.
+            route = replace(route, intent="chart")
+            reply.route = route
+        _answer_data(message, route, conversation, profile, services, reply)
+    if reply.escalate and profile.audience == "public":
+        reply.text = (reply.text + "\n\n" if reply.text else "") + prompts.text("handover", language)
+    reply.timings["total_s"] = time.perf_counter() - started
+    return reply
+
+
+def _standalone(message: str, conversation: Conversation) -> str:
+    """A follow-up ('and for laptops?') is searched together with the previous question."""
+    if conversation.turns and conversation.last_route is not None and len(message.split()) <= 6:
+        return f"{conversation.turns[-1].message} {message}"
+    return message
+
+
+def _answer_data(
+    message: str, route: Route, conversation: Conversation, profile: Profile, services: Services, reply: Reply
+) -> None:
+    language = route.language
+    if services.runner is None:
+        reply.text = prompts.text("analytics_off", language)
+        return
+    from rag_bot.analytics.pipeline import answer_analytics
+
+    previous = _last_data(conversation)
+    if route.intent == "chart" and previous is not None and (route.path == "followup" or _points_back(message)):
+        sql, columns, rows = previous  # "plot that": reuse the last result instead of querying again
+        reply.text = ""
+    else:
+        history = [ChatMessage("user", t.message) for t in conversation.turns[-3:]]
+        data = answer_analytics(
+            message, llm=services.llm, store=services.store, embedder=services.embedder,
+            runner=services.runner, language=language, history=history,
+        )
+        reply.timings.update({f"sql_{k}": v for k, v in data.timings.items()})
+        reply.sql, reply.columns, reply.rows = data.sql, list(data.columns), list(data.rows)
+        reply.text = data.text
+        if data.status != "ok":
+            return
+        sql, columns, rows = data.sql, list(data.columns), list(data.rows)
+    reply.sql, reply.columns, reply.rows = sql, columns, rows
+    if route.intent == "chart":
+        if services.sandbox is None:
+            reply.text += "\n\n" + prompts.text("charts_off", language)
+            return
+        from rag_bot.charts import answer_chart
+
+        chart = answer_chart(message, columns, rows, llm=services.llm, sandbox=services.sandbox, language=language)
+        reply.chart_png, reply.chart_code = chart.png, chart.code
+        reply.timings.update(chart.timings)
+        if chart.status != "ok":
+            reply.text = (reply.text + "\n\n" if reply.text else "") + chart.message
+
+
+_CHART_WORDS = re.compile(r"(график|диаграмм|гистограмм|визуализ|chart|plot|graph|visuali[sz]e)", re.I)
+_BACK_REFERENCE = re.compile(r"\b(это|этого|эти|их|его|that|this|it|them|these)\b", re.I)
+
+
+def _points_back(message: str) -> bool:
+    """'plot that', 'покажи это графиком': the message refers to the previous result."""
+    return bool(_BACK_REFERENCE.search(message)) and len(message.split()) <= 8
+
+
+def _last_data(conversation: Conversation) -> tuple[str, list[str], list[tuple[Any, ...]]] | None:
+    for turn in reversed(conversation.turns):
+        data = getattr(turn, "data", None)
+        if data is not None:
+            return data  # type: ignore[no-any-return]
+    return None
+
+
+def remember(conversation: Conversation, message: str, reply: Reply, answer_text: str) -> None:
+    """Add the turn to the conversation, with its query result for 'plot that' follow-ups."""
+    conversation.add(message, reply.route, answer_text)
+    if reply.sql and reply.columns:
+        conversation.turns[-1].data = (reply.sql, reply.columns, reply.rows)  # type: ignore[attr-defined]
+
+
+def stream_text(reply: Reply, llm: LLMClient) -> Iterator[str]:
+    """The reply's text for terminals and APIs: streamed for docs answers, whole otherwise."""
+    if reply.prepared is not None:
+        yield from stream_answer(reply.prepared, llm)
+    if reply.text:
+        yield ("\n\n" if reply.prepared is not None else "") + reply.text

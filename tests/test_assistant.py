@@ -1,0 +1,101 @@
+"""A conversation turn end to end with the real router, store and embedder, and a scripted LLM."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag_bot.assistant import Services, remember, respond, stream_text
+from rag_bot.embeddings import FastE5Embedder
+from rag_bot.llm.fake import FakeLLM
+from rag_bot.profiles import get_profiles
+from rag_bot.routing import Conversation, Router
+from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
+
+DOCS = [
+    ("returns.md", "support", "public", "A laptop can be returned within 14 calendar days of delivery."),
+    ("leave.md", "hr", "internal", "Ежегодный оплачиваемый отпуск сотрудника — 28 календарных дней."),
+    ("bonus.md", "hr", "internal", "The sales bonus is 3 % of the margin above the plan."),
+]
+
+
+@pytest.fixture
+def seeded(store: VectorStore, embedder: FastE5Embedder) -> VectorStore:
+    for source, domain, audience, text in DOCS:
+        doc = DocumentRecord(source=source, title=source, domain=domain, audience=audience, language="en",
+                             content_hash="h")
+        store.upsert_document(doc, [ChunkRecord(text, 0)], embedder.embed_passages([text]))
+    return store
+
+
+def _services(profile: str, seeded: VectorStore, embedder: FastE5Embedder, llm: FakeLLM) -> Services:
+    config = get_profiles()
+    return Services(llm=llm, store=seeded, embedder=embedder,
+                    router=Router(config, config.profile(profile), embedder, llm=None))
+
+
+def test_docs_question_is_answered_from_its_domain_with_sources(seeded: VectorStore, embedder: FastE5Embedder) -> None:
+    llm = FakeLLM(["28 календарных дней [1]."])
+    services = _services("analyst", seeded, embedder, llm)
+    reply = respond("Сколько дней отпуска положено сотруднику?", conversation=Conversation(),
+                    profile=get_profiles().profile("analyst"), services=services)
+    assert reply.route.intent == "docs" and "hr" in reply.route.domains
+    assert [c.source for c in reply.citations][0] == "leave.md"
+    assert "".join(stream_text(reply, llm)) == "28 календарных дней [1]."
+
+
+def test_public_support_profile_never_sees_internal_documents(seeded: VectorStore, embedder: FastE5Embedder) -> None:
+    services = _services("support", seeded, embedder, FakeLLM())
+    reply = respond("What is the sales bonus above the plan?", conversation=Conversation(),
+                    profile=get_profiles().profile("support"), services=services)
+    assert all(c.source != "bonus.md" for c in reply.citations)
+
+
+def test_public_profile_cannot_run_data_questions(seeded: VectorStore, embedder: FastE5Embedder) -> None:
+    services = _services("support", seeded, embedder, FakeLLM())
+    reply = respond("Покажи выручку по регионам за 2024 год", conversation=Conversation(),
+                    profile=get_profiles().profile("support"), services=services)
+    assert reply.route.intent in ("sql", "chart")
+    assert reply.sql is None and "only" in reply.text or "только" in reply.text
+
+
+def test_smalltalk_and_out_of_scope_get_polite_replies_without_the_llm(
+    seeded: VectorStore, embedder: FastE5Embedder
+) -> None:
+    llm = FakeLLM()
+    services = _services("analyst", seeded, embedder, llm)
+    profile = get_profiles().profile("analyst")
+    hello = respond("Привет!", conversation=Conversation(), profile=profile, services=services)
+    assert hello.route.intent == "smalltalk" and "Здравствуйте" in hello.text
+    weather = respond("What will the weather be in Paris tomorrow?", conversation=Conversation(), profile=profile,
+                      services=services)
+    assert weather.route.intent == "out_of_scope" and "only help" in weather.text
+    assert llm.received == []
+
+
+def test_angry_customer_is_escalated_to_a_human(seeded: VectorStore, embedder: FastE5Embedder) -> None:
+    services = _services("support", seeded, embedder, FakeLLM())
+    reply = respond("Позовите живого оператора, я хочу поговорить с человеком!", conversation=Conversation(),
+                    profile=get_profiles().profile("support"), services=services)
+    assert reply.escalate and "специалист" in reply.text
+
+
+def test_followup_reuses_the_previous_result_for_a_chart(seeded: VectorStore, embedder: FastE5Embedder) -> None:
+    from sandbox import SubprocessSandbox
+
+    code = ("```python\nimport pandas as pd\nimport matplotlib.pyplot as plt\ndf = pd.read_csv('data.csv')\n"
+            "plt.bar(df['region'], df['revenue'])\nplt.savefig('chart.png')\n```")
+    llm = FakeLLM([code])
+    services = _services("analyst", seeded, embedder, llm)
+    conversation = Conversation()
+    first = respond("Выручка по регионам за 2024 год", conversation=conversation,
+                    profile=get_profiles().profile("analyst"), services=services)
+    first.sql, first.columns, first.rows = "SELECT 1", ["region", "revenue"], [("Center", 10.0), ("Ural", 5.0)]
+    remember(conversation, "Выручка по регионам за 2024 год", first, "ok")
+    with SubprocessSandbox(pool_size=0) as box:
+        services.sandbox = box
+        services.runner = object()  # configured, but the follow-up must not query again
+        chart = respond("а теперь покажи это графиком", conversation=conversation,
+                        profile=get_profiles().profile("analyst"), services=services)
+    assert chart.route.intent == "chart"
+    assert chart.chart_png is not None and chart.chart_png.startswith(b"\x89PNG")
+    assert chart.sql == "SELECT 1"
