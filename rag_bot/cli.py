@@ -95,7 +95,7 @@ def _llm_server(settings: Settings, engine: str | None) -> Any:
     from rag_bot.llm.server import LLMServer, default_vllm_python, detect_default_engine, ensure_model_for_engine
 
     chosen = engine or settings.llm_engine or detect_default_engine()
-    vllm_python = default_vllm_python(settings.state_dir) if chosen == "vllm" else None
+    vllm_python = default_vllm_python(settings.cache_dir) if chosen == "vllm" else None
     click.echo(f"Preparing model '{settings.llm_weights}' for {chosen} ...")
     model = ensure_model_for_engine(chosen, settings.llm_weights, settings.models_dir, vllm_python)  # type: ignore[arg-type]
     url = urlsplit(settings.llm_base_url)

