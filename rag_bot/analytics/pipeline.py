@@ -42,7 +42,8 @@ _RETRYABLE_RULES = {"parse", "empty", "table"}
 
 @dataclass(frozen=True)
 class AnalyticsOptions:
-    """Switches for the small-model techniques (defaults = what measured best; see bench/results)."""
+    """Switches for the small-model techniques. Defaults are unmeasured first guesses: tune them with
+    `rag-bot eval sql` (each flag there maps to one field)."""
 
     constrained: bool = True  # structured (JSON) output instead of parsing free text
     gate: bool = True  # answerable / unclear / no_data decided before any SQL
