@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -53,16 +53,21 @@ class RetrievalOptions:
         vector_weight: weight of the vector ranking in the fusion.
         text_weight: weight of the full-text ranking (0 = pure vector search).
         rerank_candidates: how many fused hits a reranker sees (only when one is given).
+        text_scope: "candidates" (full text re-ranks the vector candidates; latency bounded, see
+            bench/results/retrieval_latency.md) or "all" (full text searches every allowed chunk).
     """
 
-    # Dense ranking leads; full text breaks near-ties (names, numbers, exact terms). Measured on
-    # the XQuAD dev sets: equal weights at k=60 cost 4-5 points of recall@1 against vector-only
-    # search; 0.15 at k=10 gains 0.5-1.5 points and never loses recall@5/10 (eval_docs_*.json).
+    # Dense ranking leads; full text breaks near-ties (names, numbers, exact terms) among the
+    # vector candidates. Measured on the XQuAD and demo-KB dev sets (eval_docs_*.json): equal
+    # weights at k=60 over all chunks cost 4-5 points of recall@1 against vector-only search;
+    # 0.2 at k=10 over the candidates gains 0.5-2 points of recall@1 and keeps recall@5/10 within
+    # one question, and keeps p50 near 10-20 ms at 100k chunks (retrieval_latency.md).
     candidates: int = 40
     rrf_k: int = 10
     vector_weight: float = 1.0
-    text_weight: float = 0.15
+    text_weight: float = 0.2
     rerank_candidates: int = 20
+    text_scope: Literal["all", "candidates"] = "candidates"
 
 
 class Reranker(Protocol):
@@ -100,6 +105,7 @@ def search_chunks(
         rrf_k=opts.rrf_k,
         vector_weight=opts.vector_weight,
         text_weight=opts.text_weight,
+        text_scope=opts.text_scope,
     )
     hits = store.search(query)
     if reranker is not None and hits:

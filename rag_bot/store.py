@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import psycopg
@@ -85,6 +85,10 @@ class SearchQuery:
     rrf_k: int = 60
     vector_weight: float = 1.0
     text_weight: float = 1.0
+    # "all": full text searches every allowed chunk (finds lexical-only matches; cost grows with the
+    # number of matching rows). "candidates": full text only re-ranks the vector candidates (cost
+    # bounded by `candidates`).
+    text_scope: Literal["all", "candidates"] = "all"
 
 
 class VectorStore:
@@ -241,6 +245,8 @@ class VectorStore:
         filters = "c.kind = ANY(%(kinds)s) AND c.audience = ANY(%(audiences)s)"
         if query.domains:
             filters += " AND c.domain = ANY(%(domains)s)"
+        # The vector candidates already passed the filters.
+        fts_scope = filters if query.text_scope == "all" else "c.id IN (SELECT id FROM vec)"
         sql = f"""
             WITH vec AS (
                 SELECT c.id, row_number() OVER () AS rank
@@ -253,7 +259,7 @@ class VectorStore:
             fts AS (
                 SELECT c.id, row_number() OVER (ORDER BY ts_rank_cd(c.tsv, q.expr::tsquery) DESC) AS rank
                 FROM chunks c, q
-                WHERE q.expr <> '' AND c.tsv @@ q.expr::tsquery AND {filters}
+                WHERE q.expr <> '' AND c.tsv @@ q.expr::tsquery AND {fts_scope}
                 ORDER BY ts_rank_cd(c.tsv, q.expr::tsquery) DESC LIMIT %(n)s
             ),
             fused AS (

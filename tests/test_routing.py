@@ -228,3 +228,31 @@ def test_support_questions_carry_sentiment_and_others_do_not() -> None:
     support = router.classify("what is the returns warranty policy, unacceptable!!!")
     assert "support" in support.domains and support.sentiment == "angry"
     assert router.classify("total revenue by region").sentiment is None
+
+
+# -- the real slow path ------------------------------------------------------------------------------
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_choose_is_constrained_to_the_options_on_a_real_llamacpp_server(llamacpp_server: str) -> None:
+    from rag_bot.llm.base import ChatMessage
+    from rag_bot.llm.openai_compat import OpenAICompatClient
+
+    client = OpenAICompatClient(llamacpp_server, "ci-model", timeout_s=120)
+    messages = [
+        ChatMessage("system", "Route the message. Explain your reasoning at length before answering."),
+        ChatMessage("user", "Draw a bar chart of revenue by region for 2024"),
+    ]
+    assert client.choose(messages, ["docs", "sql", "chart", "out_of_scope"]) in {"docs", "sql", "chart", "out_of_scope"}
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_unsure_router_takes_the_slow_path_on_a_real_llm(llamacpp_server: str) -> None:
+    from rag_bot.llm.openai_compat import OpenAICompatClient
+
+    llm = OpenAICompatClient(llamacpp_server, "ci-model", timeout_s=120)
+    router = Router(small_config(intent_confidence=1.0), small_config().profile("analyst"), HashingEmbedder(), llm=llm)
+    route = router.classify("Draw a chart of revenue by region")
+    assert route.path == "slow" and route.intent in INTENTS

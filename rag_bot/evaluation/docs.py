@@ -316,6 +316,13 @@ def _parse_ks(value: str) -> list[int]:
     show_default=True,
     help="Full-text weight in the fusion (0 = vector only).",
 )
+@click.option(
+    "--text-scope",
+    type=click.Choice(["candidates", "all"]),
+    default=RetrievalOptions.text_scope,
+    show_default=True,
+    help="Full text re-ranks the vector candidates, or searches every chunk.",
+)
 @click.option("--rrf-k", type=int, default=RetrievalOptions.rrf_k, show_default=True)
 @click.option("--candidates", type=int, default=RetrievalOptions.candidates, show_default=True)
 @click.option(
@@ -340,6 +347,7 @@ def docs(
     ks: list[int],
     baseline: str,
     text_weight: float,
+    text_scope: str,
     rrf_k: int,
     candidates: int,
     embedder_choice: str,
@@ -351,7 +359,12 @@ def docs(
     settings = get_settings()
     inner, label = build_eval_embedder(settings, embedder_choice)
     embedder = CachedEmbedder(inner, settings.state_dir / "eval_cache" / "docs_embeddings.npz")
-    options = RetrievalOptions(candidates=candidates, rrf_k=rrf_k, text_weight=text_weight)
+    options = RetrievalOptions(
+        candidates=candidates,
+        rrf_k=rrf_k,
+        text_weight=text_weight,
+        text_scope=text_scope,  # type: ignore[arg-type]
+    )
     runs = []
     with fresh_store(settings, embedder) as store:
         if squad is not None:
