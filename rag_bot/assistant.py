@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from datetime import date
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -55,6 +56,7 @@ class Services:
     sandbox: Any = None  # sandbox.SandboxRunner
     top_k: int = 5
     budget_tokens: int = 1800
+    today: date | None = None  # reference date for "last quarter"; None = the real date
 
 
 _HANDOVER_WORDS = ("оператор", "человек", "живой", "human", "operator", "agent", "manager", "менеджер")
@@ -126,7 +128,7 @@ def _answer_data(
         history = [ChatMessage("user", t.message) for t in conversation.turns[-3:]]
         data = answer_analytics(
             message, llm=services.llm, store=services.store, embedder=services.embedder,
-            runner=services.runner, language=language, history=history,
+            runner=services.runner, language=language, history=history, today=services.today,
         )
         reply.timings.update({f"sql_{k}": v for k, v in data.timings.items()})
         reply.sql, reply.columns, reply.rows = data.sql, list(data.columns), list(data.rows)

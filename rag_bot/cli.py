@@ -391,6 +391,24 @@ def demo_load(force: bool) -> None:
         _load_demo_if_available(settings, force=force)
 
 
+@main.group("eval")
+def eval_group() -> None:
+    """Measure the bot: retrieval, routing, SQL and charts (JSON results + a table)."""
+
+
+def _mount_evaluations() -> None:
+    from rag_bot.evaluation.charts import charts
+    from rag_bot.evaluation.docs import docs
+    from rag_bot.evaluation.router import router
+    from rag_bot.evaluation.sql import sql
+
+    for command in (docs, router, sql, charts):
+        eval_group.add_command(command)
+
+
+_mount_evaluations()
+
+
 # -- health ---------------------------------------------------------------------------------------
 @main.command()
 def doctor() -> None:

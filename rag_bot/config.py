@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     company_database_url: SecretStr | None = None
     company_database: str = "company"
     company_readonly_role: str = "rag_bot_reader"
+    # "Today" for relative periods ("last quarter") in data questions. Empty: the real date, except on
+    # the demo company, whose data end on 2025-12-31.
+    analytics_today: date | None = None
     sql_statement_timeout_ms: int = 5000
     sql_row_cap: int = 1000
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import date
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ class Components:
                 sandbox=self.sandbox() if "chart" in profile.intents else None,
                 top_k=self.settings.top_k,
                 budget_tokens=self.settings.context_budget_tokens,
+                today=analytics_today(self.settings),
             )
         return self._services[profile_name]
 
@@ -82,6 +84,14 @@ def company_readonly_url(settings: Settings) -> str | None:
     from rag_bot.demo import readonly_url
 
     return readonly_url(admin_url(settings), settings.company_database, settings.company_readonly_role)
+
+
+def analytics_today(settings: Settings) -> date | None:
+    if settings.analytics_today is not None or settings.company_database_url is not None:
+        return settings.analytics_today
+    from rag_bot.demo import END
+
+    return END
 
 
 def build_store(settings: Settings, embedder: Embedder) -> VectorStore:
