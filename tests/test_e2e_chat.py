@@ -7,14 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from ingest.pipeline import sync_documents
 from rag_bot.answer import answer_question
 from rag_bot.embeddings import FastE5Embedder
 from rag_bot.llm.openai_compat import OpenAICompatClient
 from rag_bot.store import VectorStore
-
-from conftest import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.llm, pytest.mark.slow]
 
@@ -48,9 +47,9 @@ def test_chat_answers_from_the_right_document_with_a_citation(
 def test_dead_llm_gives_a_clear_message_and_the_next_question_recovers(
     demo_store: VectorStore, embedder: FastE5Embedder, llamacpp_server: str
 ) -> None:
-    from rag_bot.errors import LLMUnavailable
-
     from conftest import free_port
+
+    from rag_bot.errors import LLMUnavailable
 
     dead = OpenAICompatClient(f"http://127.0.0.1:{free_port()}/v1", "ci-model", max_retries=0)
     with pytest.raises(LLMUnavailable, match="not answering"):
