@@ -143,6 +143,12 @@ def enter_jail(host_dir: str, *, disk_mb: int, project_root: str) -> None:
     os.makedirs(root, exist_ok=True)
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do here propagates to the host
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0755")
+    # The tmpfs dirs go first: a venv may live under /tmp (a checkout in a temporary folder), and its
+    # read-only bind below must sit on top of the private /tmp, not be hidden by it.
+    for path, mode, size in ((JAIL_WORKDIR, 0o700, disk_mb), ("/tmp", 0o1777, 16)):
+        os.makedirs(root + path, exist_ok=True)
+        opts = f"size={size}m,mode={mode:o}"
+        _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
     for path in _system_dirs():
         if os.path.islink(path):  # merged /usr: /lib -> usr/lib
             os.symlink(os.readlink(path), root + path)
@@ -153,10 +159,6 @@ def enter_jail(host_dir: str, *, disk_mb: int, project_root: str) -> None:
             _bind(path, root)
     for dev in ("null", "zero", "random", "urandom"):
         _bind(f"/dev/{dev}", root, writable=True)
-    for path, mode, size in ((JAIL_WORKDIR, 0o700, disk_mb), ("/tmp", 0o1777, 16)):
-        os.makedirs(root + path, exist_ok=True)
-        opts = f"size={size}m,mode={mode:o}"
-        _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
     nr = _PIVOT_ROOT_NR.get(platform.machine())
     if nr is None:
         raise ConfinementError(f"pivot_root: unsupported architecture {platform.machine()}")
