@@ -227,6 +227,15 @@ _ROUTER_SYSTEM = (
 )
 
 
+def _option_line(name: str, described: Described, language: str, examples: int = 3) -> str:
+    """'- name: description. Examples: "..."; "..."' with examples in the message's language first:
+    a small model follows a few examples better than a definition alone."""
+    description = described.description.get("en") or next(iter(described.description.values()))  # type: ignore[call-overload]
+    same = [e for e in described.examples if detect_language(e) == language]
+    chosen = (same + [e for e in described.examples if e not in same])[:examples]
+    return f"- {name}: {description.rstrip('.')}. Examples: " + "; ".join(f'"{e}"' for e in chosen)
+
+
 def _domain_title(described: Described, language: str) -> str:
     text = described.description.get(language) or next(iter(described.description.values()))  # type: ignore[call-overload]
     return text.split(" - ")[0].strip().lower()
@@ -345,10 +354,7 @@ class Router:
     ) -> str | None:
         """The LLM's pick among `candidates` (structured output); None when the LLM is down."""
         assert self._llm is not None
-        options = "\n".join(
-            f"- {name}: {described[name].description.get('en') or described[name].description.get(language, '')}"  # type: ignore[call-overload]
-            for name in candidates
-        )
+        options = "\n".join(_option_line(name, described[name], language) for name in candidates)
         messages = [
             ChatMessage("system", _ROUTER_SYSTEM.format(options=options)),
             ChatMessage("user", f"Message: {message}\nAnswer with one option name."),
