@@ -21,12 +21,12 @@ DOCS_USER = {
     "en": (
         "Context:\n{context}\n\nQuestion: {question}\n\n"
         "Answer in one to three full sentences that state the specific facts (numbers, days, names) "
-        "from the context, then the source numbers, like: \"... 14 calendar days [1].\""
+        "from the context, each followed by its source number in brackets, like [1]."
     ),
     "ru": (
         "Контекст:\n{context}\n\nВопрос: {question}\n\n"
         "Ответь одним-тремя полными предложениями с конкретными фактами (числа, сроки, названия) "
-        "из контекста, затем номера источников, например: «... 14 календарных дней [1].»"
+        "из контекста; после каждого факта укажи номер источника в скобках, например [1]."
     ),
 }
 
