@@ -43,6 +43,7 @@ def demo_store(pg_admin_url: str, demo_db: DemoLoadReport, embedder: Embedder) -
 
 @pytest.mark.llm
 @pytest.mark.e2e
+@pytest.mark.quality
 @pytest.mark.parametrize("question", ["top 5 customers by revenue in 2024", "Выручка по регионам за прошлый квартал"])
 def test_real_llm_answers_with_the_gold_result(
     question: str, llamacpp_server: str, demo_store: VectorStore, embedder: Embedder,
