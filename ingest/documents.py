@@ -97,12 +97,15 @@ def _read_text(path: Path) -> tuple[list[Section], dict[str, Any]]:
 def _read_html(path: Path) -> tuple[list[Section], dict[str, Any]]:
     from bs4 import BeautifulSoup
 
-    soup = BeautifulSoup(decode_text(path.read_bytes(), path.name), "html.parser")
+    # Exported pages may carry YAML front matter before <!DOCTYPE>, like Markdown files.
+    front, html = split_front_matter(decode_text(path.read_bytes(), path.name))
+    soup = BeautifulSoup(html, "html.parser")
     for tag in soup(["script", "style", "nav", "footer"]):
         tag.decompose()
     meta: dict[str, Any] = {}
     if soup.title and soup.title.string:
         meta["title"] = soup.title.string.strip()
+    meta.update(front)
     for level in range(1, 7):
         for heading in soup.find_all(f"h{level}"):
             heading.replace_with(f"\n\n{'#' * level} {heading.get_text(' ', strip=True)}\n\n")

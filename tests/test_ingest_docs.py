@@ -27,16 +27,20 @@ def test_ingest_reads_formats_and_metadata(tmp_path: Path, store: VectorStore, e
     _write(tmp_path / "support" / "hours.html",
            "<html><head><title>Support hours</title></head><body><h1>Hours</h1><p>Mon-Fri 9-19.</p></body></html>")
     _write(tmp_path / "support" / "zones.csv", "zone,days\nMoscow,1\nSiberia,7\n")
+    _write(tmp_path / "support" / "pay.html", FRONT.format(title="Payment", domain="sales", audience="public")
+           + "<!DOCTYPE html><html><body><h1>Payment</h1><p>Bank transfer or card.</p></body></html>")
     _write(tmp_path / "support" / "cp1251.txt", "Гарантия на ноутбуки составляет двенадцать месяцев.".encode("cp1251"))
     report = sync_documents(tmp_path, store, embedder)
     assert report.failed == []
-    assert len(report.added) == 4
+    assert len(report.added) == 5
     rows = dict(store.conn.execute("SELECT title, domain || '/' || audience || '/' || language FROM documents").fetchall())
     assert rows["Отпуска"] == "hr/internal/ru"
     assert rows["Support hours"] == "support/internal/en"  # no metadata: internal is the safe default
+    assert rows["Payment"] == "sales/public/en"  # front matter before <!DOCTYPE> is read, not indexed
     text = store.conn.execute("SELECT string_agg(text, ' ') FROM chunks").fetchone()[0]
     assert "Гарантия на ноутбуки" in text  # cp1251 decoded, not mojibake
     assert "zone: Siberia; days: 7" in text
+    assert "audience:" not in text
 
 
 def test_ingest_reports_bad_files_and_keeps_the_rest(
