@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import date
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any
 
 from rag_bot import prompts
@@ -161,9 +161,8 @@ def _points_back(message: str) -> bool:
 
 def _last_data(conversation: Conversation) -> tuple[str, list[str], list[tuple[Any, ...]]] | None:
     for turn in reversed(conversation.turns):
-        data = getattr(turn, "data", None)
-        if data is not None:
-            return data  # type: ignore[no-any-return]
+        if turn.data is not None:
+            return turn.data
     return None
 
 
@@ -171,7 +170,7 @@ def remember(conversation: Conversation, message: str, reply: Reply, answer_text
     """Add the turn to the conversation, with its query result for 'plot that' follow-ups."""
     conversation.add(message, reply.route, answer_text)
     if reply.sql and reply.columns:
-        conversation.turns[-1].data = (reply.sql, reply.columns, reply.rows)  # type: ignore[attr-defined]
+        conversation.turns[-1].data = (reply.sql, reply.columns, reply.rows)
 
 
 def stream_text(reply: Reply, llm: LLMClient) -> Iterator[str]:

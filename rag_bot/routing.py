@@ -18,7 +18,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -64,6 +64,8 @@ class Turn:
     message: str
     route: Route | None = None
     answer: str = ""
+    # (sql, columns, rows) of a data answer, so "plot that" can reuse it without querying again.
+    data: tuple[str, list[str], list[tuple[Any, ...]]] | None = None
 
 
 @dataclass
