@@ -8,7 +8,6 @@ automatically, so the JSON keeps every generated script for inspection.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from rag_bot.evaluation.common import format_table, percentile, write_json
+from rag_bot.evaluation.common import format_table, percentile, read_jsonl, write_json
 
 
 def _valid_png(data: bytes | None) -> bool:
@@ -49,7 +48,7 @@ def charts(jsonl: Path, limit: int | None, out: Path) -> None:
     from rag_bot.wiring import build_llm, company_readonly_url
 
     settings = get_settings()
-    items = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = read_jsonl(jsonl)
     items = items[:limit] if limit else items
     llm = build_llm(settings)
     results: list[dict[str, Any]] = []

@@ -100,6 +100,11 @@ def build_eval_embedder(settings: Settings, choice: str = "auto") -> tuple[Embed
     return embedder, f"{type(embedder).__name__} ({embedder.name})"
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every non-blank line of a JSON-lines file, parsed; the eval sets' one format."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")

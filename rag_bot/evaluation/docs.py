@@ -36,6 +36,7 @@ from rag_bot.evaluation.common import (
     CachedEmbedder,
     build_eval_embedder,
     format_table,
+    read_jsonl,
     write_json,
 )
 from rag_bot.language import detect_language
@@ -107,10 +108,7 @@ def load_squad(questions_file: Path, corpus_file: Path | None = None) -> tuple[l
 
 def load_docs_qa(path: Path, docs_root: Path) -> list[Question]:
     questions = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        item = json.loads(line)
+    for item in read_jsonl(path):
         questions.append(
             Question(
                 id=item["id"],

@@ -6,7 +6,6 @@ Input: JSONL with `message`, `intent`, `domain` (null for smalltalk/out_of_scope
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import time
@@ -26,6 +25,7 @@ from rag_bot.evaluation.common import (
     build_eval_embedder,
     format_table,
     percentile,
+    read_jsonl,
     write_json,
 )
 from rag_bot.llm.base import LLMClient
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 def load_router_items(path: Path) -> list[dict[str, Any]]:
-    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = read_jsonl(path)
     for number, item in enumerate(items, 1):
         if "message" not in item or "intent" not in item:
             raise click.ClickException(f"{path}:{number}: each line needs 'message' and 'intent'.")

@@ -35,6 +35,8 @@ import click
 import psycopg
 from psycopg import sql as pgsql
 
+from rag_bot.evaluation.common import read_jsonl
+
 logger = logging.getLogger(__name__)
 
 DEMO_REFERENCE_DATE = date(2025, 12, 31)
@@ -166,10 +168,7 @@ class EvalItem:
 
 def load_jsonl(path: Path) -> list[EvalItem]:
     items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
+    for r in read_jsonl(path):
         items.append(
             EvalItem(
                 id=r["id"],
