@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +86,29 @@ class Settings(BaseSettings):
     ui_host: str = "127.0.0.1"
     ui_port: int = 8000
     knowledge_base_dir: Path = PROJECT_ROOT / "knowledge_base"
+
+    # --- Chat UI: sign-in, history, support widget ------------------------------------------------
+    # "password": the users file below (create users with `rag-bot users add`); "header": a trusted
+    # reverse proxy puts the signed-in user's name in `auth_header` (it must strip that header from
+    # client requests); "none": no sign-in, no per-user history (everyone is anonymous).
+    ui_auth: Literal["none", "password", "header"] = "password"
+    # YAML list of users (username, password hash, display name, allowed profiles, language). The
+    # default is the demo company's file; point this at your own for real use.
+    users_file: Path = PROJECT_ROOT / "knowledge_base" / "users.yaml"
+    auth_header: str = "X-Forwarded-User"
+    # Signs the UI's session tokens. Empty: generated once into state_dir/chainlit_auth_secret.
+    # Chainlit's own variable name is accepted too.
+    auth_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("RAG_BOT_AUTH_SECRET", "CHAINLIT_AUTH_SECRET")
+    )
+    # Threads, messages, elements and feedback of every signed-in user, in this schema of the
+    # store's database (Chainlit's SQLAlchemy data layer).
+    chat_history: bool = True
+    chat_schema: str = "chainlit"
+    # The profile the embeddable support widget (Chainlit copilot) always uses.
+    copilot_profile: str = "support"
+    # Serve the demo page with the support widget at /support-demo (it hands out guest sign-ins).
+    support_demo_page: bool = True
 
     @field_validator("database_url", "company_database_url", mode="before")
     @classmethod
