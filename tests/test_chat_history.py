@@ -1,0 +1,169 @@
+"""Chat history on a real PostgreSQL: Chainlit's tables, the SQLAlchemy data layer, feedback, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+from chainlit.context import init_http_context
+from chainlit.element import Image, Text
+from chainlit.types import Feedback, Pagination, ThreadFilter
+from chainlit.user import User
+
+from rag_bot.chat_history import AnswerMeta, conversation_from_steps, migrate_chat_history
+from rag_bot.ui.data_layer import ChatDataLayer
+
+T = TypeVar("T")
+SCHEMA = "chainlit"
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c4890000000d49444154789c6360000002000100"
+    "05fe02fea7d6a4a00000000049454e44ae426082"
+)
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(scenario())
+
+
+@pytest.fixture
+def chat_db(fresh_db_url: str) -> str:
+    with psycopg.connect(fresh_db_url, autocommit=True) as conn:
+        migrate_chat_history(conn, SCHEMA)
+    return fresh_db_url
+
+
+def _step(thread_id: str, kind: str, output: str, created: str, metadata: dict[str, Any] | None = None,
+          name: str = "step") -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "threadId": thread_id, "type": kind, "name": name, "output": output,
+            "input": "", "streaming": False, "createdAt": created, "start": created, "end": created,
+            "metadata": metadata or {}, "isError": False, "autoCollapse": False, "defaultOpen": False}
+
+
+async def store_rated_thread(
+    layer: ChatDataLayer, identifier: str, turns: list[tuple[str, AnswerMeta, int | None]]
+) -> tuple[str, list[str]]:
+    """A user's thread with one user message + one answer per turn, each answer rated as given."""
+    user = await layer.create_user(User(identifier=identifier, metadata={"profiles": ["analyst"]}))
+    assert user is not None
+    init_http_context(user=user)
+    thread_id = str(uuid.uuid4())
+    await layer.update_thread(thread_id, name=turns[0][0], user_id=user.id, metadata={"chat_profile": "analyst"})
+    answer_ids = []
+    for index, (question, meta, rating) in enumerate(turns):
+        await layer.create_step(_step(thread_id, "user_message", question, f"2025-01-01T10:0{index}:00Z",
+                                      name=identifier))
+        answer = _step(thread_id, "assistant_message", meta.answer or "…", f"2025-01-01T10:0{index}:30Z",
+                       meta.to_metadata(), name="Assistant")
+        await layer.create_step(answer)
+        answer_ids.append(answer["id"])
+        if rating is not None:
+            await layer.upsert_feedback(Feedback(forId=answer["id"], value=rating, comment="ok"))  # type: ignore[arg-type]
+    return thread_id, answer_ids
+
+
+def test_chat_tables_are_created_idempotently(fresh_db_url: str) -> None:
+    with psycopg.connect(fresh_db_url, autocommit=True) as conn:
+        migrate_chat_history(conn, SCHEMA)
+        migrate_chat_history(conn, SCHEMA)
+        tables = {r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (SCHEMA,))}
+        columns = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'steps'",
+            (SCHEMA,))}
+    assert tables == {"users", "threads", "steps", "elements", "feedbacks", "element_files"}
+    assert {"autoCollapse", "modes", "defaultOpen", "command"} <= columns
+
+
+def test_thread_steps_elements_and_feedback_roundtrip_through_the_data_layer(chat_db: str) -> None:
+    async def scenario() -> None:
+        layer = ChatDataLayer(chat_db, schema=SCHEMA)
+        try:
+            meta = AnswerMeta(question="Сколько дней отпуска?", profile="analyst", intent="docs", domains=["hr"],
+                              language="ru", answer="28 дней [1].",
+                              prompt=[{"role": "system", "content": "sys"}, {"role": "user", "content": "q"}])
+            thread_id, (answer_id,) = await store_rated_thread(layer, "olga", [(meta.question, meta, 1)])
+            chart = Image(content=PNG, name="chart.png", display="inline", mime="image/png", thread_id=thread_id)
+            chart.for_id = answer_id
+            await layer.create_element(chart)
+            source = Text(content="Отпуск — 28 дней.", name="[1] Отпуск", display="side", thread_id=thread_id)
+            source.for_id, source.mime = answer_id, "text/plain"
+            await layer.create_element(source)
+
+            thread = await layer.get_thread(thread_id)
+            assert thread is not None and thread["userIdentifier"] == "olga"
+            answer = next(s for s in thread["steps"] if s["id"] == answer_id)
+            assert answer["feedback"] is not None and answer["feedback"]["value"] == 1
+            assert answer["feedback"]["comment"] == "ok"
+            assert AnswerMeta.from_metadata(answer["metadata"]) == meta
+            urls = {e["name"]: e["url"] for e in thread["elements"]}
+            assert urls["chart.png"].startswith("data:image/png;base64,")
+            assert urls["[1] Отпуск"].startswith("data:text/plain;charset=utf-8;base64,")
+
+            user = await layer.get_user("olga")
+            assert user is not None and user.metadata == {"profiles": ["analyst"]}
+            listed = await layer.list_threads(Pagination(first=20), ThreadFilter(userId=user.id))
+            assert [t["id"] for t in listed.data] == [thread_id]
+
+            await layer.delete_thread(thread_id)
+            assert await layer.get_thread(thread_id) is None
+            files = await layer.execute_sql("SELECT count(*) AS n FROM element_files", {})
+            assert files == [{"n": 0}]
+        finally:
+            await layer.close()
+
+    run(scenario)
+
+
+def test_anonymous_threads_persist_without_a_user(chat_db: str) -> None:
+    """With sign-in off there is no user; steps still persist and nothing fails."""
+
+    async def scenario() -> None:
+        layer = ChatDataLayer(chat_db, schema=SCHEMA)
+        try:
+            init_http_context()
+            thread_id = str(uuid.uuid4())
+            step = _step(thread_id, "user_message", "hello", "2025-01-01T10:00:00Z")
+            await layer.create_step(step)
+            thread = await layer.get_thread(thread_id)
+            assert thread is not None and thread["userId"] is None
+            assert [s["output"] for s in thread["steps"]] == ["hello"]
+        finally:
+            await layer.close()
+
+    run(scenario)
+
+
+def test_resumed_thread_rebuilds_the_conversation_with_routes(chat_db: str) -> None:
+    async def scenario() -> dict[str, Any] | None:
+        layer = ChatDataLayer(chat_db, schema=SCHEMA)
+        try:
+            first = AnswerMeta(question="Выручка по регионам за 2024", profile="analyst", intent="sql",
+                               domains=["sales"], language="ru", answer="Центр: 10 млн", sql="SELECT 1", sql_ok=True)
+            second = AnswerMeta(question="а за 2023?", profile="analyst", intent="sql", domains=["sales"],
+                                language="ru", answer="Центр: 8 млн", sql="SELECT 2", sql_ok=True)
+            thread_id, _ = await store_rated_thread(
+                layer, "olga", [(first.question, first, None), (second.question, second, None)])
+            return await layer.get_thread(thread_id)
+        finally:
+            await layer.close()
+
+    thread = run(scenario)
+    assert thread is not None
+    conversation = conversation_from_steps(thread["steps"])
+    assert [t.message for t in conversation.turns] == ["Выручка по регионам за 2024", "а за 2023?"]
+    assert conversation.last_route is not None and conversation.last_route.domains == ("sales",)
+    assert conversation.turns[-1].answer == "Центр: 8 млн"
+
+
+def test_steps_without_metadata_pair_user_messages_with_answers() -> None:
+    steps = [
+        {"type": "user_message", "output": "hi", "createdAt": "1"},
+        {"type": "run", "output": "", "createdAt": "2"},
+        {"type": "assistant_message", "output": "Hello!", "createdAt": "3", "metadata": {}},
+    ]
+    conversation = conversation_from_steps(steps)
+    assert [(t.message, t.answer, t.route) for t in conversation.turns] == [("hi", "Hello!", None)]
