@@ -21,8 +21,10 @@ from typing import Any
 
 import psycopg
 
+from rag_bot.embeddings import Embedder
 from rag_bot.errors import ConfigError
 from rag_bot.routing import Conversation, Route
+from rag_bot.store import VectorStore
 
 META_KEY = "rag_bot"
 
@@ -180,11 +182,12 @@ class AnswerMeta:
                      domain_confidence=1.0, path="fast", language=self.language)
 
 
-def conversation_from_steps(steps: Iterable[Mapping[str, Any]]) -> Conversation:
-    """Rebuild a conversation from a stored thread's steps (Chainlit step dicts, oldest first).
+def conversation_from_steps(steps: Iterable[Mapping[str, Any]], profile: str | None = None) -> Conversation:
+    """Rebuild a conversation from a stored thread's steps (Chainlit step dicts).
 
     Each assistant answer becomes a turn: with its stored question and route when it carries an
-    `AnswerMeta`, otherwise paired with the user message before it.
+    `AnswerMeta`, otherwise paired with the user message before it. With `profile`, answers given
+    under another profile are left out (an internal answer must not reach a public bot's context).
     """
     conversation = Conversation()
     question: str | None = None
@@ -195,7 +198,8 @@ def conversation_from_steps(steps: Iterable[Mapping[str, Any]]) -> Conversation:
         elif kind == "assistant_message":
             meta = AnswerMeta.from_metadata(step.get("metadata"))
             if meta is not None:
-                conversation.add(meta.question, meta.route(), str(step.get("output") or ""))
+                if profile is None or meta.profile == profile:
+                    conversation.add(meta.question, meta.route(), str(step.get("output") or ""))
             elif question:
                 conversation.add(question, None, str(step.get("output") or ""))
             question = None
@@ -263,6 +267,15 @@ def skip_reason(answer: RatedAnswer) -> str:
     if not meta.prompt:
         return "fixed reply (not written by the model)"
     return "empty answer"
+
+
+def add_rated_example(meta: AnswerMeta, store: VectorStore, embedder: Embedder) -> str | None:
+    """Store a well-rated data answer's question and SQL as a solved example (only if the SQL ran)."""
+    if not (meta.sql and meta.sql_ok and meta.question.strip()):
+        return None
+    from rag_bot.analytics.schema_context import add_solved_example
+
+    return add_solved_example(store, embedder, meta.question, meta.sql)
 
 
 def prompt_messages(messages: Sequence[Any]) -> list[dict[str, str]]:

@@ -1,68 +1,29 @@
 """Chat history on a real PostgreSQL: Chainlit's tables, the SQLAlchemy data layer, feedback, resume."""
 
+# ruff: noqa: F811  (pytest fixtures imported by name from chat_fixtures)
+
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
-import pytest
 from chainlit.context import init_http_context
 from chainlit.element import Image, Text
-from chainlit.types import Feedback, Pagination, ThreadFilter
-from chainlit.user import User
+from chainlit.types import Pagination, ThreadFilter
+from chat_fixtures import SCHEMA, chat_db, run, step, store_rated_thread  # noqa: F401
 
-from rag_bot.chat_history import AnswerMeta, conversation_from_steps, migrate_chat_history
+from rag_bot.analytics.schema_context import EXAMPLE_KIND
+from rag_bot.chat_history import AnswerMeta, add_rated_example, conversation_from_steps, migrate_chat_history
+from rag_bot.embeddings import FastE5Embedder
+from rag_bot.store import SearchQuery, VectorStore
 from rag_bot.ui.data_layer import ChatDataLayer
 
-T = TypeVar("T")
-SCHEMA = "chainlit"
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c4890000000d49444154789c6360000002000100"
     "05fe02fea7d6a4a00000000049454e44ae426082"
 )
-
-
-def run(scenario: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(scenario())
-
-
-@pytest.fixture
-def chat_db(fresh_db_url: str) -> str:
-    with psycopg.connect(fresh_db_url, autocommit=True) as conn:
-        migrate_chat_history(conn, SCHEMA)
-    return fresh_db_url
-
-
-def _step(thread_id: str, kind: str, output: str, created: str, metadata: dict[str, Any] | None = None,
-          name: str = "step") -> dict[str, Any]:
-    return {"id": str(uuid.uuid4()), "threadId": thread_id, "type": kind, "name": name, "output": output,
-            "input": "", "streaming": False, "createdAt": created, "start": created, "end": created,
-            "metadata": metadata or {}, "isError": False, "autoCollapse": False, "defaultOpen": False}
-
-
-async def store_rated_thread(
-    layer: ChatDataLayer, identifier: str, turns: list[tuple[str, AnswerMeta, int | None]]
-) -> tuple[str, list[str]]:
-    """A user's thread with one user message + one answer per turn, each answer rated as given."""
-    user = await layer.create_user(User(identifier=identifier, metadata={"profiles": ["analyst"]}))
-    assert user is not None
-    init_http_context(user=user)
-    thread_id = str(uuid.uuid4())
-    await layer.update_thread(thread_id, name=turns[0][0], user_id=user.id, metadata={"chat_profile": "analyst"})
-    answer_ids = []
-    for index, (question, meta, rating) in enumerate(turns):
-        await layer.create_step(_step(thread_id, "user_message", question, f"2025-01-01T10:0{index}:00Z",
-                                      name=identifier))
-        answer = _step(thread_id, "assistant_message", meta.answer or "…", f"2025-01-01T10:0{index}:30Z",
-                       meta.to_metadata(), name="Assistant")
-        await layer.create_step(answer)
-        answer_ids.append(answer["id"])
-        if rating is not None:
-            await layer.upsert_feedback(Feedback(forId=answer["id"], value=rating, comment="ok"))  # type: ignore[arg-type]
-    return thread_id, answer_ids
 
 
 def test_chat_tables_are_created_idempotently(fresh_db_url: str) -> None:
@@ -126,8 +87,7 @@ def test_anonymous_threads_persist_without_a_user(chat_db: str) -> None:
         try:
             init_http_context()
             thread_id = str(uuid.uuid4())
-            step = _step(thread_id, "user_message", "hello", "2025-01-01T10:00:00Z")
-            await layer.create_step(step)
+            await layer.create_step(step(thread_id, "user_message", "hello", "2025-01-01T10:00:00Z"))
             thread = await layer.get_thread(thread_id)
             assert thread is not None and thread["userId"] is None
             assert [s["output"] for s in thread["steps"]] == ["hello"]
@@ -167,3 +127,47 @@ def test_steps_without_metadata_pair_user_messages_with_answers() -> None:
     ]
     conversation = conversation_from_steps(steps)
     assert [(t.message, t.answer, t.route) for t in conversation.turns] == [("hi", "Hello!", None)]
+
+
+def test_resume_leaves_out_answers_given_under_another_profile() -> None:
+    internal = AnswerMeta(question="Бонус продавцов?", profile="analyst", intent="docs", domains=["hr"], language="ru")
+    public = AnswerMeta(question="Сроки доставки?", profile="support", intent="docs", language="ru")
+    steps = [
+        {"type": "assistant_message", "output": "3 %", "createdAt": "1", "metadata": internal.to_metadata()},
+        {"type": "assistant_message", "output": "2 дня", "createdAt": "2", "metadata": public.to_metadata()},
+    ]
+    assert [t.message for t in conversation_from_steps(steps, profile="support").turns] == ["Сроки доставки?"]
+
+
+def test_thumbs_up_on_a_data_answer_stores_a_solved_example(chat_db: str, store: VectorStore,
+                                                            embedder: FastE5Embedder) -> None:
+    stored: list[str | None] = []
+
+    async def on_thumbs_up(meta: AnswerMeta) -> None:
+        stored.append(await asyncio.to_thread(add_rated_example, meta, store, embedder))
+
+    question = "Сколько заказов отгрузили в феврале 2025?"
+    sql = "SELECT count(*) FROM orders WHERE shipped_at >= '2025-02-01' AND shipped_at < '2025-03-01'"
+    ran = AnswerMeta(question=question, profile="analyst", intent="sql", domains=["sales"], language="ru",
+                     answer="1 234 заказа", sql=sql, sql_ok=True)
+    failed = AnswerMeta(question="Сколько возвратов?", profile="analyst", intent="sql", language="ru",
+                        answer="Не удалось", sql="SELECT broken", sql_ok=False)
+    disliked = AnswerMeta(question="Средний чек?", profile="analyst", intent="sql", language="ru",
+                          answer="100", sql="SELECT avg(total) FROM orders", sql_ok=True)
+
+    async def scenario() -> None:
+        layer = ChatDataLayer(chat_db, schema=SCHEMA, on_thumbs_up=on_thumbs_up)
+        try:
+            await store_rated_thread(layer, "olga", [(ran.question, ran, 1), (failed.question, failed, 1),
+                                                     (disliked.question, disliked, 0)])
+        finally:
+            await layer.close()
+
+    run(scenario)
+    assert len(stored) == 1 and stored[0] is not None
+    rows = store.conn.execute("SELECT source, title FROM documents WHERE kind = %s", (EXAMPLE_KIND,)).fetchall()
+    assert rows == [(stored[0], question)]
+    vector = embedder.embed_queries(["сколько заказов было отгружено в марте 2025"])[0]
+    hits = store.search(SearchQuery(text="заказов отгружено", embedding=vector, audiences=("internal",),
+                                    kinds=(EXAMPLE_KIND,), top_k=1))
+    assert hits and sql in hits[0].text
