@@ -70,6 +70,10 @@ TEXTS = {
         "en": "Charts are not available on this server.",
         "ru": "Графики на этом сервере недоступны.",
     },
+    "no_profile": {
+        "en": "Your account has no assistant available. Please ask the administrator to grant you access.",
+        "ru": "Для вашей учётной записи не открыт ни один ассистент. Попросите администратора выдать доступ.",
+    },
 }
 
 

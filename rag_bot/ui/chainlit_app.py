@@ -1,23 +1,40 @@
-"""Chainlit handlers only: thin, they call assistant.respond and render the Reply."""
+"""Chainlit handlers only: thin, they call assistant.respond and render the Reply.
+
+Sign-in (password or proxy header), per-user history in PostgreSQL (Chainlit's SQLAlchemy data
+layer), thumbs up/down, resuming a past thread, and the support widget (copilot) all hang off the
+handlers registered here; what each setting does is in rag_bot/config.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from functools import lru_cache
+from typing import Any
 
 import chainlit as cl
+from chainlit.data.base import BaseDataLayer
+from chainlit.types import ThreadDict
 
 from rag_bot import prompts
 from rag_bot.assistant import Reply, remember, respond
+from rag_bot.chat_history import AnswerMeta, add_rated_example, conversation_from_steps, prompt_messages
 from rag_bot.config import get_settings
-from rag_bot.errors import LLMUnavailable, RagBotError
+from rag_bot.db import connect, store_url
 from rag_bot.language import detect_language
 from rag_bot.profiles import get_profiles
 from rag_bot.routing import Conversation
-from rag_bot.ui.render import render_chart, render_sources, render_sql, render_table
-from rag_bot.wiring import Components, build_components
+from rag_bot.ui.auth import (
+    allowed_profiles,
+    ensure_auth_secret,
+    header_user,
+    password_user,
+    user_language,
+)
+from rag_bot.ui.render import render_chart, render_error, render_sources, render_sql, render_table
+from rag_bot.wiring import Components, shared_components
 
 logger = logging.getLogger(__name__)
-_components: Components | None = None
 
 STARTERS = {
     "analyst": [
@@ -36,37 +53,166 @@ STARTERS = {
 
 
 def components() -> Components:
-    """Built on first use (not at import), so a dead database gives a chat message, not a crash."""
-    global _components
-    if _components is None:
-        _components = build_components(get_settings())
-    return _components
+    """Built on first use (not at import), so a dead database gives a chat message, not a crash.
+
+    Shared with the HTTP API when both run in one process (`rag-bot serve`): one embedder, one store.
+    """
+    return shared_components(get_settings())
 
 
+@lru_cache(maxsize=1)
+def chat_database_url() -> str:
+    """The store's database, which also holds the chat history schema and the conversations."""
+    return store_url(get_settings())
+
+
+# -- sign-in ---------------------------------------------------------------------------------------
+_settings = get_settings()
+if _settings.ui_auth != "none":
+    # Chainlit checks for its token secret right after importing this module.
+    ensure_auth_secret(_settings)
+
+if _settings.ui_auth == "password":
+
+    @cl.password_auth_callback
+    async def password_auth(username: str, password: str) -> cl.User | None:
+        # PBKDF2 takes a few hundred milliseconds: keep it off the event loop.
+        return await asyncio.to_thread(password_user, get_settings(), username, password)
+
+elif _settings.ui_auth == "header":
+
+    @cl.header_auth_callback
+    async def header_auth(headers: Any) -> cl.User | None:
+        return header_user(get_settings(), headers)
+
+
+# -- history (Chainlit's data layer) ---------------------------------------------------------------
+if _settings.chat_history:
+
+    @cl.data_layer
+    def data_layer() -> BaseDataLayer | None:
+        """Chat history on the project's PostgreSQL; None (no history, chat still works) if unreachable."""
+        from rag_bot.chat_history import migrate_chat_history
+        from rag_bot.ui.data_layer import ChatDataLayer
+
+        settings = get_settings()
+        try:
+            url = chat_database_url()
+            with connect(url, autocommit=True) as conn:
+                migrate_chat_history(conn, settings.chat_schema)
+        except Exception:  # noqa: BLE001 - the chat must work without history
+            logger.exception("chat history is off: its tables could not be prepared")
+            return None
+        return ChatDataLayer(url, schema=settings.chat_schema, on_thumbs_up=store_solved_example)
+
+    @cl.on_app_startup
+    async def prepare_history() -> None:
+        """Create the history tables before the first visitor (off the event loop) when run standalone."""
+        from chainlit.data import get_data_layer
+
+        await asyncio.to_thread(get_data_layer)
+
+
+async def store_solved_example(meta: AnswerMeta) -> None:
+    """A thumbs-up on a data answer whose SQL ran: later similar questions see it as an example."""
+    await asyncio.to_thread(_add_example, meta)
+
+
+def _add_example(meta: AnswerMeta) -> None:
+    from rag_bot.store import VectorStore
+
+    parts = components()
+    # Its own connection: the shared store's connection may be inside another thread's transaction.
+    store = VectorStore(chat_database_url(), embedder_name=parts.embedder.name, dim=parts.embedder.dim)
+    try:
+        source = add_rated_example(meta, store, parts.embedder)
+        logger.info("solved example stored from feedback: %s", source)
+    finally:
+        store.close()
+
+
+if _settings.support_demo_page:
+    from chainlit.server import app as _chainlit_server
+
+    from rag_bot.ui.support_demo import add_demo_route
+
+    add_demo_route(_chainlit_server, _settings.copilot_profile)
+
+
+# -- profiles --------------------------------------------------------------------------------------
 @cl.set_chat_profiles
-async def chat_profiles() -> list[cl.ChatProfile]:
+async def chat_profiles(current_user: cl.User | None = None, language: str | None = None) -> list[cl.ChatProfile]:
     config = get_profiles(get_settings().profiles_file)
     return [
-        cl.ChatProfile(name=name, markdown_description=profile.description,
+        cl.ChatProfile(name=name, markdown_description=config.profiles[name].description,
                        starters=[cl.Starter(label=label, message=text) for label, text in STARTERS.get(name, [])])
-        for name, profile in config.profiles.items()
+        for name in allowed_profiles(current_user, config.profiles)
     ]
 
 
+def session_profile() -> str | None:
+    """The profile this session answers with: the widget's fixed one, else the user's choice if allowed."""
+    settings = get_settings()
+    config = get_profiles(settings.profiles_file)
+    if cl.context.session.client_type == "copilot":
+        return settings.copilot_profile if settings.copilot_profile in config.profiles else None
+    allowed = allowed_profiles(cl.context.session.user, config.profiles)
+    chosen = cl.user_session.get("chat_profile")
+    for candidate in (chosen, settings.default_profile):
+        if candidate in allowed:
+            return str(candidate)
+    return allowed[0] if allowed else None
+
+
+# -- conversation ----------------------------------------------------------------------------------
 @cl.on_chat_start
 async def start() -> None:
     cl.user_session.set("conversation", Conversation())
 
 
+@cl.on_chat_resume
+async def resume(thread: ThreadDict) -> None:
+    """A past thread reopened: restore what the bot knew (routes, data for 'plot that')."""
+    profile = session_profile()
+    try:
+        conversation = await asyncio.to_thread(restore_conversation, thread, profile)
+    except Exception:  # noqa: BLE001 - the thread is shown anyway; only follow-up context is lost
+        logger.exception("could not restore the conversation of thread %s", thread.get("id"))
+        conversation = Conversation()
+    cl.user_session.set("conversation", conversation)
+
+
+def restore_conversation(thread: ThreadDict, profile: str | None) -> Conversation:
+    """The turns saved for this thread (rag_bot.sessions), else rebuilt from the thread's messages."""
+    from rag_bot.sessions import load_conversation
+
+    if profile is None:
+        return Conversation()
+    with connect(chat_database_url(), autocommit=True) as conn:
+        conversation = load_conversation(conn, thread["id"], profile)
+    if conversation.turns:
+        return conversation
+    return conversation_from_steps(thread.get("steps") or [], profile=profile)
+
+
+def save_turn(thread_id: str, profile: str, conversation: Conversation) -> None:
+    from rag_bot.sessions import append_turn
+
+    with connect(chat_database_url(), autocommit=True) as conn:
+        append_turn(conn, thread_id, profile, conversation.turns[-1])
+
+
 async def _render(reply: Reply, message: cl.Message) -> str:
-    """Stream or fill `message` from the reply; returns the text shown."""
+    """Stream or fill `message` from the reply; returns the text the model wrote ('' when none)."""
     parts = components()
+    generated = ""
     if reply.prepared is not None:
         if reply.prepared.canned_reply is not None:
             await message.stream_token(reply.prepared.canned_reply)
         else:
             async for token in parts.llm.astream(reply.prepared.messages):
                 await message.stream_token(token)
+            generated = message.content
         footer, elements = render_sources(reply.citations, reply.route.language)
         message.content += footer
         message.elements = elements  # type: ignore[assignment]
@@ -78,34 +224,49 @@ async def _render(reply: Reply, message: cl.Message) -> str:
     if reply.columns and reply.rows:
         elements.append(render_table(reply.columns, reply.rows))
     if reply.chart_png:
+        # Sent with the message (shown live from the session's files); kept in history by the data layer.
         elements.append(render_chart(reply.chart_png))
     message.elements = elements  # type: ignore[assignment]
-    return message.content
+    return generated
+
+
+def answer_meta(question: str, profile: str, reply: Reply, generated: str) -> AnswerMeta:
+    prompt = prompt_messages(reply.prepared.messages) if generated and reply.prepared is not None else None
+    return AnswerMeta(
+        question=question, profile=profile, intent=reply.route.intent, domains=list(reply.route.domains),
+        language=reply.route.language, answer=generated, prompt=prompt, sql=reply.sql,
+        sql_ok=bool(reply.sql and reply.columns),
+    )
 
 
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
     language = detect_language(message.content)
     conversation: Conversation = cl.user_session.get("conversation") or Conversation()
-    profile_name = cl.user_session.get("chat_profile") or get_settings().default_profile
     reply_message = cl.Message(content="")
     try:
+        profile_name = session_profile()
+        if profile_name is None:
+            reply_message.content = prompts.text("no_profile", user_language(cl.context.session.user) or language)
+            await reply_message.send()
+            return
         parts = await cl.make_async(components)()
         services = await cl.make_async(parts.services)(profile_name)
         profile = get_profiles(get_settings().profiles_file).profile(profile_name)
         reply = await cl.make_async(respond)(
             message.content, conversation=conversation, profile=profile, services=services
         )
-        text = await _render(reply, reply_message)
-        remember(conversation, message.content, reply, text)
+        generated = await _render(reply, reply_message)
+        remember(conversation, message.content, reply, reply_message.content)
         cl.user_session.set("conversation", conversation)
-    except LLMUnavailable:
-        logger.exception("LLM unavailable")
-        reply_message.content = prompts.text("llm_down", language)
-    except RagBotError as exc:
-        logger.warning("user-facing error: %s", exc)
-        reply_message.content = str(exc)
-    except Exception:  # noqa: BLE001 - never show a traceback or driver text in the chat
-        logger.exception("unexpected error while answering")
-        reply_message.content = prompts.text("internal_error", language)
+        reply_message.metadata = answer_meta(message.content, profile_name, reply, generated).to_metadata()
+    except Exception as exc:  # noqa: BLE001 - never a traceback or driver text in the chat
+        reply_message.content = render_error(exc, language)
+        reply_message.elements = []
+        await reply_message.send()
+        return
     await reply_message.send()
+    try:
+        await asyncio.to_thread(save_turn, cl.context.session.thread_id, profile_name, conversation)
+    except Exception:  # noqa: BLE001 - the answer is shown; only the stored copy of the turn is missing
+        logger.exception("could not save the conversation of thread %s", cl.context.session.thread_id)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import chainlit as cl
 
 from rag_bot import prompts
+from rag_bot.errors import DatabaseUnavailable, LLMUnavailable, RagBotError
 from rag_bot.retrieval import Citation
+
+logger = logging.getLogger(__name__)
 
 
 def citation_label(citation: Citation) -> str:
@@ -47,3 +51,22 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence[object]], limit
 
 def render_chart(png: bytes) -> cl.Image:
     return cl.Image(content=png, name="chart.png", display="inline", mime="image/png")
+
+
+def render_error(exc: BaseException, language: str) -> str:
+    """What the chat says when a turn failed: a short text in the user's language, never the error's own words.
+
+    RagBotError messages are written for whoever runs the bot (commands, paths, URLs), driver errors
+    may hold SQL or addresses: both go to the log, the user gets the catalogue text.
+    """
+    if isinstance(exc, LLMUnavailable):
+        logger.error("LLM unavailable: %s", exc)
+        return prompts.text("llm_down", language)
+    if isinstance(exc, DatabaseUnavailable):
+        logger.error("database unavailable: %s", exc)
+        return prompts.text("db_down", language)
+    if isinstance(exc, RagBotError):
+        logger.error("could not answer: %s", exc)
+    else:
+        logger.error("unexpected error while answering", exc_info=exc)
+    return prompts.text("internal_error", language)
