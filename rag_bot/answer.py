@@ -59,9 +59,10 @@ def prepare_answer(
     domains: Sequence[str] | None = None,
     top_k: int = 5,
     budget_tokens: int = 1800,
+    language: str | None = None,
 ) -> PreparedAnswer:
-    """Retrieve what the user may see and build the prompt."""
-    language = detect_language(question)
+    """Retrieve what the user may see and build the prompt (in `language`, else the question's)."""
+    language = language or detect_language(question)
     started = time.perf_counter()
     hits = search_chunks(question, store=store, embedder=embedder, audience=audience, domains=domains, top_k=top_k)
     citations = pack_context(hits, budget_tokens)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -69,10 +69,18 @@ def wants_human(message: str) -> bool:
     )
 
 
-def respond(message: str, *, conversation: Conversation, profile: Profile, services: Services) -> Reply:
-    """Route the message and answer it within what the profile allows."""
+def respond(
+    message: str, *, conversation: Conversation, profile: Profile, services: Services, language: str | None = None
+) -> Reply:
+    """Route the message and answer it within what the profile allows.
+
+    `language` ("ru"/"en") overrides the language detected from the message, for callers that know it.
+    """
     started = time.perf_counter()
+    requested_language = language
     route = services.router.classify(message, conversation)
+    if requested_language is not None:
+        route = replace(route, language=requested_language)
     reply = Reply(route=route, timings={"route_s": route.latency_s})
     reply.escalate = route.sentiment == "angry" or wants_human(message)
     language = route.language
@@ -88,7 +96,7 @@ def respond(message: str, *, conversation: Conversation, profile: Profile, servi
         reply.prepared = prepare_answer(
             _standalone(message, conversation), store=services.store, embedder=services.embedder,
             audience=profile.audience, domains=route.domains or None, top_k=services.top_k,
-            budget_tokens=services.budget_tokens,
+            budget_tokens=services.budget_tokens, language=requested_language,
         )
         reply.citations = reply.prepared.citations
         reply.timings.update(reply.prepared.timings)
@@ -174,8 +182,36 @@ def remember(conversation: Conversation, message: str, reply: Reply, answer_text
 
 
 def stream_text(reply: Reply, llm: LLMClient) -> Iterator[str]:
-    """The reply's text for terminals and APIs: streamed for docs answers, whole otherwise."""
+    """The reply's text for terminals and APIs: streamed for docs answers, whole otherwise.
+
+    Streaming from the LLM adds `llm_first_token_s` and `llm_s` to `reply.timings`.
+    """
     if reply.prepared is not None:
-        yield from stream_answer(reply.prepared, llm)
+        started = time.perf_counter()
+        for index, piece in enumerate(stream_answer(reply.prepared, llm)):
+            if index == 0 and reply.prepared.canned_reply is None:
+                reply.timings["llm_first_token_s"] = time.perf_counter() - started
+            yield piece
+        if reply.prepared.canned_reply is None:
+            reply.timings["llm_s"] = time.perf_counter() - started
     if reply.text:
         yield ("\n\n" if reply.prepared is not None else "") + reply.text
+
+
+async def astream_text(reply: Reply, llm: LLMClient) -> AsyncIterator[str]:
+    """`stream_text` for an event loop (the LLM's async stream), with the same timings."""
+    prepared = reply.prepared
+    if prepared is not None:
+        if prepared.canned_reply is not None:
+            yield prepared.canned_reply
+        else:
+            started = time.perf_counter()
+            first = True
+            async for piece in llm.astream(prepared.messages):
+                if first:
+                    reply.timings["llm_first_token_s"] = time.perf_counter() - started
+                    first = False
+                yield piece
+            reply.timings["llm_s"] = time.perf_counter() - started
+    if reply.text:
+        yield ("\n\n" if prepared is not None else "") + reply.text

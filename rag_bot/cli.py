@@ -295,9 +295,55 @@ def _chainlit_command(settings: Settings) -> list[str]:
 @main.command()
 @_fail_nicely
 def serve() -> None:
-    """Start the Chainlit chat UI (Postgres and the LLM must be up: see `rag-bot up`)."""
+    """Serve the chat at / and the HTTP API at /api/v1 (Postgres and the LLM must be up: see `rag-bot up`)."""
+    from rag_bot.serving import run_server
+
     settings = _settings()
-    os.execv(sys.executable, _chainlit_command(settings))
+    base = f"http://{settings.ui_host}:{settings.ui_port}"
+    click.echo(f"Chat: {base}/  API: {base}/api/v1/docs  Metrics: {base}/metrics  (Ctrl-C stops)")
+    try:
+        run_server(settings)
+    except KeyboardInterrupt:
+        pass  # SIGTERM/Ctrl-C: uvicorn has already shut down gracefully
+    click.echo("Stopped.")
+
+
+@main.group("api-key")
+def api_key() -> None:
+    """Keys for the HTTP API, each bound to a bot profile (only their sha256 is stored)."""
+
+
+@api_key.command("create")
+@click.argument("key_id")
+@click.option("--profile", required=True, help="Bot profile the key gets (e.g. support for customers).")
+@click.option("--rate", type=int, default=None, help="Requests per minute (default RAG_BOT_API_RATE_PER_MINUTE).")
+@_fail_nicely
+def api_key_create(key_id: str, profile: str, rate: int | None) -> None:
+    """Create a key KEY_ID, store its hash in the keys file and print the key (shown only once)."""
+    from rag_bot.api.keys import add_key
+    from rag_bot.profiles import get_profiles
+
+    settings = _settings()
+    get_profiles(settings.profiles_file).profile(profile)  # unknown profile: a clear error
+    key = add_key(settings.api_keys_path, key_id, profile, rate)
+    click.echo(f"API key '{key_id}' (profile {profile}) added to {settings.api_keys_path}. "
+               "Store it now; it is not shown again:")
+    click.echo(key)
+
+
+@api_key.command("list")
+@_fail_nicely
+def api_key_list() -> None:
+    """List the keys (ids, profiles, rates; never the keys)."""
+    from rag_bot.api.keys import load_keys
+
+    settings = _settings()
+    keys = list(load_keys(settings.api_keys_path))
+    if not keys:
+        click.echo(f"No API keys in {settings.api_keys_path}.")
+    for key in keys:
+        rate = key.rate_per_minute or settings.api_rate_per_minute
+        click.echo(f"{key.id}\tprofile={key.profile}\trate={rate}/min")
 
 
 @contextmanager

@@ -87,6 +87,14 @@ class Settings(BaseSettings):
     ui_port: int = 8000
     knowledge_base_dir: Path = PROJECT_ROOT / "knowledge_base"
 
+    # --- HTTP API and conversations (rag-bot serve) -----------------------------------------------
+    # API keys bound to profiles, stored as sha256 (rag_bot/api/keys.py). Empty: state_dir/api_keys.yaml.
+    api_keys_file: Path | None = None
+    # Requests per minute per API key (in-process, per replica); a key's rate_per_minute overrides it.
+    api_rate_per_minute: int = Field(default=60, ge=1)
+    # Turns kept per conversation in PostgreSQL (older turns are dropped).
+    conversation_turns_kept: int = Field(default=20, ge=1)
+
     # --- Chat UI: sign-in, history, support widget ------------------------------------------------
     # "password": the users file below (create users with `rag-bot users add`); "header": a trusted
     # reverse proxy puts the signed-in user's name in `auth_header` (it must strip that header from
@@ -133,6 +141,10 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.api_keys_file or self.state_dir / "api_keys.yaml"
 
 
 @lru_cache(maxsize=1)

@@ -39,6 +39,10 @@ TEXTS = {
         "en": "The language model is not available right now. Please try again in a minute.",
         "ru": "Языковая модель сейчас недоступна. Попробуйте ещё раз через минуту.",
     },
+    "db_down": {
+        "en": "The knowledge base is not available right now. Please try again in a minute.",
+        "ru": "База знаний сейчас недоступна. Попробуйте ещё раз через минуту.",
+    },
     "internal_error": {
         "en": "Something went wrong on our side. The error was logged; please try again.",
         "ru": "Что-то пошло не так на нашей стороне. Ошибка записана в журнал; попробуйте ещё раз.",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+import threading
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from rag_bot.config import Settings
@@ -25,9 +26,14 @@ class Components:
     _services: dict[str, Any] = field(default_factory=dict)
     _runner: Any = None
     _sandbox: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def services(self, profile_name: str) -> Any:
-        """The seams for one bot profile (its router is trained once and kept)."""
+        """The seams for one bot profile (its router is trained once and kept); thread-safe."""
+        with self._lock:
+            return self._services_for(profile_name)
+
+    def _services_for(self, profile_name: str) -> Any:
         if profile_name not in self._services:
             from rag_bot.assistant import Services
             from rag_bot.profiles import get_profiles
@@ -115,3 +121,25 @@ def build_llm(settings: Settings) -> OpenAICompatClient:
 def build_components(settings: Settings) -> Components:
     embedder = build_embedder(settings)
     return Components(settings, build_store(settings, embedder), embedder, build_llm(settings))
+
+
+_shared: Components | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_components(settings: Settings) -> Components:
+    """One Components per process, so the chat UI and the API share one embedder and one store
+    connection. Built on first use; a failure (Postgres down) is raised and the next call retries."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = build_components(settings)
+        return _shared
+
+
+def close_shared_components() -> None:
+    global _shared
+    with _shared_lock:
+        if _shared is not None:
+            _shared.close()
+            _shared = None

@@ -1,0 +1,377 @@
+"""The HTTP API for support-desk systems: ask a question, get an answer with sources (whole or as SSE).
+
+    POST /api/v1/ask          JSON in, JSON out
+    POST /api/v1/ask/stream   Server-Sent Events: route, token..., sources, done (or error)
+    GET  /api/v1/openapi.json the schema; /api/v1/docs renders it
+    GET  /metrics             Prometheus text format
+    GET  /healthz, /readyz    process alive; database reachable
+
+Every request presents an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`). The key
+decides the bot profile, and the profile decides what the bot may do: a key bound to the public
+`support` profile only ever searches public documents and never runs SQL or charts, because
+`respond()` applies the profile (audience filter in SQL, permitted intents); nothing here widens it.
+
+Conversation state is in PostgreSQL (`rag_bot.sessions`), never in this process, so any replica
+can answer the next message of any conversation.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import PoolTimeout
+from pydantic import BaseModel, Field
+from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rag_bot import prompts
+from rag_bot.api.keys import ApiKey, KeyRing
+from rag_bot.api.ratelimit import RateLimiter
+from rag_bot.assistant import Reply, Services, astream_text, remember, respond, stream_text
+from rag_bot.errors import DatabaseUnavailable, LLMUnavailable
+from rag_bot.language import detect_language
+from rag_bot.observability import (
+    REJECTED,
+    MeteredLLM,
+    new_request_id,
+    observe_error,
+    observe_question,
+    request_id_var,
+)
+from rag_bot.profiles import ProfilesConfig
+from rag_bot.routing import Conversation
+from rag_bot.sessions import DEFAULT_KEEP_TURNS, append_turn, jsonable, load_conversation
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+@dataclass
+class Backend:
+    """What the API needs from the rest of the bot; `serving.py` builds the real one, tests their own.
+
+    Args:
+        profiles: the profiles file (keys name a profile in it).
+        services: profile name -> the seams for that profile (`Components.services`).
+        connection: a context manager giving a PostgreSQL connection for conversations
+            (`psycopg_pool.ConnectionPool.connection`).
+        keys: the API keys.
+        rate_per_minute: the default per-key limit.
+        keep_turns: turns kept per conversation.
+    """
+
+    profiles: ProfilesConfig
+    services: Callable[[str], Services]
+    connection: Callable[[], AbstractContextManager[psycopg.Connection]]
+    keys: KeyRing
+    rate_per_minute: int = 60
+    keep_turns: int = DEFAULT_KEEP_TURNS
+
+
+# -- request and response bodies ------------------------------------------------------------------
+class AskRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=4000, examples=["What is the return period for a laptop?"])
+    conversation_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$",
+        description="Continue this conversation (e.g. your ticket id); omitted: a new one is started.",
+    )
+    language: Literal["ru", "en"] | None = Field(
+        default=None, description="Answer in this language; omitted: the question's language."
+    )
+
+
+class Source(BaseModel):
+    number: int = Field(description="The [n] the answer cites.")
+    title: str
+    source: str = Field(description="The document's path or URL in the knowledge base.")
+    section: str | None = None
+    page: int | None = None
+
+
+class AskResponse(BaseModel):
+    conversation_id: str
+    request_id: str
+    answer: str
+    sources: list[Source]
+    intent: str = Field(description="docs, sql, chart, smalltalk or out_of_scope.")
+    domains: list[str]
+    language: str
+    sentiment: Literal["neutral", "negative", "angry"] | None = Field(
+        default=None, description="Set for support questions."
+    )
+    escalate: bool = Field(description="The customer should be handed to a human (angry, or asked for one).")
+    sql: str | None = None
+    columns: list[str] | None = None
+    rows: list[list[Any]] | None = None
+    chart_png_base64: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine-readable kind: unauthorized, rate_limited, llm_unavailable, ...")
+    message: str = Field(description="A sentence you can show to the person who asked.")
+    request_id: str | None = None
+
+
+class ApiError(Exception):
+    """An error answered as JSON `ErrorBody` with an HTTP status."""
+
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.kind, "message": self.message, "request_id": request_id_var.get()}
+
+
+def to_api_error(exc: BaseException, language: str) -> ApiError:
+    """Translate a failure into what the caller sees; never driver text or a traceback."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, LLMUnavailable):
+        logger.warning("LLM unavailable: %s", exc)
+        return ApiError(503, "llm_unavailable", prompts.text("llm_down", language))
+    if isinstance(exc, DatabaseUnavailable | psycopg.OperationalError | PoolTimeout):
+        logger.warning("database unavailable: %s", exc)
+        return ApiError(503, "database_unavailable", prompts.text("db_down", language))
+    logger.error("unexpected error while answering", exc_info=exc)
+    return ApiError(500, "internal", prompts.text("internal_error", language))
+
+
+# -- request id -----------------------------------------------------------------------------------
+class RequestIdMiddleware:
+    """Sets the request id for everything one HTTP request does (echoed as X-Request-ID)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id(Headers(scope=scope).get("x-request-id"))
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+# -- the app --------------------------------------------------------------------------------------
+_bearer = HTTPBearer(auto_error=False, description="An API key from `rag-bot api-key create`.")
+_header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key, in a header.")
+
+
+def authorized_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    x_api_key: Annotated[str | None, Security(_header_key)],
+) -> ApiKey:
+    """The request's API key, within its rate limit; 401 or 429 otherwise."""
+    backend: Backend = request.app.state.backend
+    limiter: RateLimiter = request.app.state.limiter
+    presented = credentials.credentials if credentials is not None else x_api_key
+    if not presented:
+        REJECTED.labels("unauthorized").inc()
+        raise ApiError(401, "unauthorized", "Send an API key: `Authorization: Bearer <key>` or `X-API-Key`.",
+                       {"WWW-Authenticate": "Bearer"})
+    key = backend.keys.find(presented)
+    if key is None:
+        REJECTED.labels("unauthorized").inc()
+        raise ApiError(401, "unauthorized", "This API key is not valid.", {"WWW-Authenticate": "Bearer"})
+    wait_s = limiter.check(key.id, key.rate_per_minute or backend.rate_per_minute)
+    if wait_s:
+        REJECTED.labels("rate_limited").inc()
+        raise ApiError(429, "rate_limited", f"Too many requests for this key; retry in {wait_s} s.",
+                       {"Retry-After": str(wait_s)})
+    return key
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or unknown API key."},
+    429: {"model": ErrorBody, "description": "Rate limit of the key exceeded; see Retry-After."},
+    500: {"model": ErrorBody, "description": "Unexpected error (logged with the request id)."},
+    503: {"model": ErrorBody, "description": "The LLM or the database is not available."},
+}
+
+
+def create_app(
+    backend: Backend, *, limiter: RateLimiter | None = None,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    """The API app. `rag_bot.serving` adds the chat UI to it; tests use it on its own."""
+    app = FastAPI(
+        lifespan=lifespan,
+        title="rag_bot API", version="1", openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        description="Answers from the company's documents (and data, for internal profiles) for support-desk "
+        "systems. Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+    )
+    app.add_middleware(RequestIdMiddleware)
+    app.state.backend = backend
+    app.state.limiter = limiter or RateLimiter()
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.post(f"{API_PREFIX}/ask", response_model=AskResponse, responses=_ERRORS, tags=["ask"])
+    def ask(body: AskRequest, key: Annotated[ApiKey, Depends(authorized_key)]) -> AskResponse:
+        """Answer one question; the whole answer at once."""
+        turn = _Turn(backend, key, body)
+        try:
+            reply = turn.answer()
+            text = "".join(stream_text(reply, turn.services.llm))
+            turn.finish(reply, text)
+        except Exception as exc:  # noqa: BLE001 - translated into a status and a user-facing message
+            error = to_api_error(exc, turn.language)
+            observe_error(error.kind)
+            raise error from None
+        return turn.response(reply, text)
+
+    @app.post(
+        f"{API_PREFIX}/ask/stream", tags=["ask"],
+        responses={**_ERRORS, 200: {"description": (
+            "text/event-stream. Events: `route` (intent, domains, conversation_id), `token` ({text}) repeated, "
+            "`sources` ({sources}), `done` (the same object /ask returns). After the stream has started, a "
+            "failure is an `error` event ({error, message}) and the stream ends."
+        ), "content": {"text/event-stream": {}}}},
+    )
+    async def ask_stream(body: AskRequest, key: Annotated[ApiKey, Depends(authorized_key)]) -> EventSourceResponse:
+        """Answer one question as Server-Sent Events, token by token."""
+        turn = _Turn(backend, key, body)
+        return EventSourceResponse(_events(turn), ping=15)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        try:
+            with backend.connection() as conn:
+                conn.execute("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            error = to_api_error(exc, "en")
+            return JSONResponse(error.body(), status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.api_route(f"{API_PREFIX}/{{path:path}}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                   include_in_schema=False)
+    def not_found(path: str) -> Response:
+        # Without this, the chat UI mounted at / would answer unknown API paths with its HTML page.
+        return JSONResponse({"error": "not_found", "message": f"There is no {API_PREFIX}/{path}."}, status_code=404)
+
+    return app
+
+
+class _Turn:
+    """One question through the API: load the conversation, respond, store the turn, build the answer."""
+
+    def __init__(self, backend: Backend, key: ApiKey, body: AskRequest) -> None:
+        self.backend, self.key, self.body = backend, key, body
+        self.started = time.perf_counter()
+        self.conversation_id = body.conversation_id or uuid.uuid4().hex
+        # Namespaced by key: one key can never load another key's (or the chat's) conversation.
+        self.stored_id = f"api:{key.id}:{self.conversation_id}"
+        self.language = body.language or detect_language(body.question)
+        self.conversation = Conversation()
+        self._services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            services = self.backend.services(self.key.profile)
+            if not isinstance(services.llm, MeteredLLM):
+                services = replace(services, llm=MeteredLLM(services.llm))
+            self._services = services
+        return self._services
+
+    def answer(self) -> Reply:
+        """Blocking: load, route, retrieve / query (the docs answer's text is streamed afterwards)."""
+        profile = self.backend.profiles.profile(self.key.profile)
+        services = self.services
+        with self.backend.connection() as conn:
+            self.conversation = load_conversation(conn, self.stored_id, self.key.profile)
+        return respond(self.body.question, conversation=self.conversation, profile=profile, services=services,
+                       language=self.body.language)
+
+    def finish(self, reply: Reply, text: str) -> None:
+        """Blocking: store the turn, count the question."""
+        remember(self.conversation, self.body.question, reply, text)
+        with self.backend.connection() as conn:
+            append_turn(conn, self.stored_id, self.key.profile, self.conversation.turns[-1],
+                        keep=self.backend.keep_turns)
+        route = reply.route
+        total = time.perf_counter() - self.started
+        observe_question(channel="api", profile=self.key.profile, intent=route.intent, domains=route.domains,
+                         escalate=reply.escalate, timings=reply.timings, total_s=total)
+        logger.info("api answer key=%s profile=%s intent=%s domains=%s escalate=%s %.0f ms", self.key.id,
+                    self.key.profile, route.intent, ",".join(route.domains) or "-", reply.escalate, total * 1000)
+
+    def route_event(self, reply: Reply) -> dict[str, Any]:
+        route = reply.route
+        return {"conversation_id": self.conversation_id, "request_id": request_id_var.get(), "intent": route.intent,
+                "domains": list(route.domains), "language": route.language, "sentiment": route.sentiment,
+                "escalate": reply.escalate}
+
+    def response(self, reply: Reply, text: str) -> AskResponse:
+        return AskResponse(
+            **self.route_event(reply), answer=text, sources=sources_of(reply),
+            sql=reply.sql, columns=list(reply.columns) if reply.sql else None,
+            rows=[[jsonable(v) for v in row] for row in reply.rows] if reply.sql else None,
+            chart_png_base64=base64.b64encode(reply.chart_png).decode("ascii") if reply.chart_png else None,
+        )
+
+
+def sources_of(reply: Reply) -> list[Source]:
+    return [Source(number=c.number, title=c.title, source=c.source, section=c.section or None, page=c.page)
+            for c in reply.citations]
+
+
+async def _events(turn: _Turn) -> AsyncIterator[dict[str, str]]:
+    """route, token..., sources, done; or an error event with a user-facing message."""
+
+    def event(name: str, data: Any) -> dict[str, str]:
+        return {"event": name, "data": json.dumps(data, ensure_ascii=False)}
+
+    try:
+        reply = await run_in_threadpool(turn.answer)
+        yield event("route", turn.route_event(reply))
+        pieces: list[str] = []
+        async for piece in astream_text(reply, turn.services.llm):
+            pieces.append(piece)
+            yield event("token", {"text": piece})
+        text = "".join(pieces)
+        await run_in_threadpool(turn.finish, reply, text)
+        yield event("sources", {"sources": [s.model_dump() for s in sources_of(reply)]})
+        yield event("done", turn.response(reply, text).model_dump())
+    except Exception as exc:  # noqa: BLE001 - the stream has started: report in-band
+        error = to_api_error(exc, turn.language)
+        observe_error(error.kind)
+        yield event("error", {"error": error.kind, "message": error.message, "request_id": request_id_var.get()})
