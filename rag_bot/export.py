@@ -17,11 +17,14 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import psycopg
 
-from rag_bot.chat_history import RatedAnswer, chat_messages, iter_rated_answers, schema_name, skip_reason
+if TYPE_CHECKING:  # imported lazily: `rag-bot --help` should not load the chat stack
+    import psycopg
+
+    from rag_bot.chat_history import RatedAnswer
 
 
 @dataclass
@@ -78,6 +81,8 @@ def export_finetune(
     seed: int = 13,
 ) -> ExportReport:
     """Write out_dir/train.jsonl and out_dir/validation.jsonl; return what was written and skipped."""
+    from rag_bot.chat_history import chat_messages, iter_rated_answers, schema_name, skip_reason
+
     report = ExportReport()
     examples: list[tuple[RatedAnswer, list[dict[str, str]]]] = []
     table = conn.execute("SELECT to_regclass(%s)", (f'"{schema_name(schema)}".steps',)).fetchone()
