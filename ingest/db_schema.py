@@ -232,37 +232,53 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+_FK_NOTE = re.compile(r"\s*\((?:FK|foreign key)[^)]*\)", re.I)
+_GENERIC_COMMENT = re.compile(r"^(primary key|первичный ключ)\.?$", re.I)
+COMMENT_CHARS = 90
+
+
+def _column_note(col: ColumnInfo) -> str:
+    """The column comment without what the DDL already says (FK targets, 'Primary key'), kept short."""
+    comment = _FK_NOTE.sub("", _one_line(col.comment)).strip()
+    if _GENERIC_COMMENT.match(comment):
+        comment = ""
+    if len(comment) > COMMENT_CHARS:
+        comment = comment[: COMMENT_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    if col.values:
+        values = ", ".join(f"'{v}'" for v in col.values)
+        comment = f"{comment}; values: {values}" if comment else f"values: {values}"
+    return comment
+
+
 def render_table(table: TableInfo) -> str:
-    """The table as commented DDL: the form code models read best."""
-    head = f"-- {table.kind.capitalize()} {table.name}"
-    if table.rows_estimate is not None:
-        head += f" (~{table.rows_estimate:,} rows)"
+    """The table as compact commented DDL: the form code models read best, in few tokens.
+
+    Nullability and the reverse joins are left out (the other tables' REFERENCES show them); a
+    composite primary key is one table constraint, not a PRIMARY KEY on each column.
+    """
+    head = f"-- {table.name}"
     if table.comment:
         head += f": {_one_line(table.comment)}"
-    lines = [head, f"CREATE TABLE {table.name} ("]
-    for i, col in enumerate(table.columns):
-        parts = [f"  {col.name} {col.type}"]
-        if col.primary_key:
-            parts.append("PRIMARY KEY")
-        elif not col.nullable:
-            parts.append("NOT NULL")
+    if table.rows_estimate is not None:
+        head += f" (~{table.rows_estimate:,} rows)"
+    pk = [c.name for c in table.columns if c.primary_key]
+    items: list[tuple[str, str]] = []
+    for col in table.columns:
+        line = f"  {col.name} {col.type}"
+        if col.primary_key and len(pk) == 1:
+            line += " PRIMARY KEY"
         if col.references:
             ref_table, ref_col = col.references.rsplit(".", 1)
-            parts.append(f"REFERENCES {ref_table}({ref_col})")
-        line = " ".join(parts) + ("," if i < len(table.columns) - 1 else "")
-        notes = []
-        if col.comment:
-            notes.append(_one_line(col.comment))
-        if col.values:
-            notes.append("values: " + ", ".join(f"'{v}'" for v in col.values))
-        if notes:
-            line += "  -- " + "; ".join(notes)
-        lines.append(line)
+            line += f" REFERENCES {ref_table}({ref_col})"
+        items.append((line, _column_note(col)))
+    if len(pk) > 1:
+        items.append((f"  PRIMARY KEY ({', '.join(pk)})", ""))
+    keyword = "VIEW" if table.kind == "view" else "TABLE"
+    lines = [head, f"CREATE {keyword} {table.name} ("]
+    for i, (line, note) in enumerate(items):
+        line += "," if i < len(items) - 1 else ""
+        lines.append(f"{line} -- {note}" if note else line)
     lines.append(");")
-    joins = [f"{table.name}.{own} = {ref_t}.{ref_c}" for own, ref_t, ref_c in table.foreign_keys]
-    joins += [f"{other}.{col} = {table.name}.{own}" for other, col, own in table.referenced_by]
-    if joins:
-        lines.append("-- Joins: " + "; ".join(dict.fromkeys(joins)))
     return "\n".join(lines)
 
 

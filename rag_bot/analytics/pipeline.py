@@ -56,7 +56,7 @@ class AnalyticsOptions:
     empty_retry: bool = True  # one "check your filters" retry on an empty result
     narrate: bool = True  # LLM narrative (number-checked); False = templated sentence only
     max_tables: int = 6
-    schema_char_budget: int = 7000
+    schema_char_budget: int = 12000
     max_rows: int = DEFAULT_MAX_ROWS
 
 
@@ -202,9 +202,10 @@ def answer_analytics(
     answer = AnalyticsAnswer(text="", sql=None, columns=[], rows=[], row_count=0, retries=0, status="error",
                              tables=context.table_names)
 
-    def generate(msgs: Sequence[ChatMessage], temperature: float | None = None) -> tuple[str, str]:
+    def generate(msgs: Sequence[ChatMessage], temperature: float | None = None, gate: bool = opts.gate
+                 ) -> tuple[str, str]:
         t0 = time.perf_counter()
-        gen = generate_sql(llm, msgs, constrained=opts.constrained, gate=opts.gate, temperature=temperature)
+        gen = generate_sql(llm, msgs, constrained=opts.constrained, gate=gate, temperature=temperature)
         timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t0
         answer.attempts.append(gen.sql)
         return gen.status, gen.sql
@@ -255,7 +256,7 @@ def answer_analytics(
                 empty_retried = True
                 conversation += [ChatMessage("assistant", sql), ChatMessage("user", EMPTY_RESULT_HINT)]
                 answer.retries += 1
-                status, new_sql = generate(conversation)
+                status, new_sql = generate(conversation, gate=False)  # a repair always writes SQL
                 retry = _try(new_sql, runner, allowed, opts, lang, timings) if new_sql else _Outcome()
                 if retry.result is not None and retry.result.row_count > 0:
                     outcome, sql = retry, new_sql
@@ -267,7 +268,7 @@ def answer_analytics(
         answer.retries += 1
         conversation += [ChatMessage("assistant", sql or "(no query)"),
                          repair_message(sql, outcome.problem or "no query was written", allowed)]
-        status, sql = generate(conversation)
+        status, sql = generate(conversation, gate=False)
         outcome = _try(sql, runner, allowed, opts, lang, timings)
 
     if outcome.result is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ class TableDoc:
     name: str
     text: str
     neighbours: tuple[str, ...] = ()
+    database: str = ""
 
 
 @dataclass
@@ -51,7 +53,7 @@ class SchemaContext:
 def _scope_tables(store: VectorStore, domains: Sequence[str] | None, audiences: Sequence[str]) -> list[TableDoc]:
     """Every table document in scope (cheap: one row per table, no embeddings read)."""
     sql = (
-        "SELECT d.metadata->>'table', c.text, d.metadata->'neighbours' FROM documents d "
+        "SELECT d.metadata->>'table', c.text, d.metadata->'neighbours', d.metadata->>'database' FROM documents d "
         "JOIN chunks c ON c.document_id = d.id WHERE d.kind = %s AND d.source LIKE %s "
         "AND d.audience = ANY(%s)"
     )
@@ -60,7 +62,23 @@ def _scope_tables(store: VectorStore, domains: Sequence[str] | None, audiences: 
         sql += " AND d.domain = ANY(%s)"
         params.append(list(domains))
     rows = store.conn.execute(sql + " ORDER BY 1", params).fetchall()
-    return [TableDoc(str(name), str(text), tuple(neigh or ())) for name, text, neigh in rows]
+    return [TableDoc(str(name), str(text), tuple(neigh or ()), str(db or "")) for name, text, neigh, db in rows]
+
+
+def _scope_notes(store: VectorStore, databases: Sequence[str], audiences: Sequence[str]) -> list[str]:
+    """Every business-definition section of these databases, in document order."""
+    rows = store.conn.execute(
+        "SELECT c.text FROM documents d JOIN chunks c ON c.document_id = d.id WHERE d.kind = %s "
+        "AND d.source LIKE %s AND d.metadata->>'database' = ANY(%s) AND d.audience = ANY(%s) "
+        "ORDER BY d.source, c.ordinal",
+        [SCHEMA_KIND, NOTES_PREFIX + "%", list(databases), list(audiences)],
+    ).fetchall()
+    return [str(text) for (text,) in rows]
+
+
+def _mentioned(text: str, names: Sequence[str]) -> list[str]:
+    """Table names that a definition or an example's SQL mentions (word match)."""
+    return [n for n in names if re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", text)]
 
 
 def retrieve_schema_context(
@@ -71,49 +89,34 @@ def retrieve_schema_context(
     domains: Sequence[str] | None = None,
     audiences: Sequence[str] = ("public", "internal"),
     max_tables: int = 6,
-    char_budget: int = 7000,
-    include_all_below: int = 6,
+    char_budget: int = 12000,
     notes: int = 2,
+    notes_char_budget: int = 8000,
     examples: int = 0,
     example_domains: Sequence[str] | None = None,
     exclude_example: str | None = None,
 ) -> SchemaContext:
-    """Tables ranked by hybrid search (plus the join neighbours of the best ones), within a budget.
+    """The tables a question needs, the business definitions and solved examples closest to it.
 
-    Small schemas (at most `include_all_below` tables in scope) are shown whole. `domains` prunes the
-    schema to the question's domains (for several databases in one store, the database label).
+    A schema whose tables fit `char_budget` is shown whole, in name order, and definitions that fit
+    `notes_char_budget` likewise: the prompt then starts with the same text for every question, so the LLM server's prefix cache (llama.cpp slots, vLLM
+    automatic prefix caching) skips most of the prompt. Larger schemas (100+ tables) are pruned:
+    tables ranked by hybrid search, plus the tables the retrieved definitions and examples use, plus
+    the join neighbours of the two best, within the budget. `domains` restricts the schema to the
+    question's domains (with several databases in one store, the database label).
     """
     vector = embedder.embed_queries([question])[0]
     scope = _scope_tables(store, domains, audiences)
     by_name = {t.name: t for t in scope}
     context = SchemaContext(tables_in_scope=sorted(by_name))
-    if len(scope) <= include_all_below:
-        chosen = list(scope)
-    else:
-        hits = store.search(SearchQuery(text=question, embedding=vector, audiences=audiences, domains=domains,
-                                        kinds=(SCHEMA_KIND,), top_k=max_tables + 4, candidates=60))
-        ranked = [h.source.rsplit("/", 1)[-1] for h in hits if h.source.startswith(TABLE_PREFIX)]
-        ranked = [n for n in ranked if n in by_name]
-        order: list[str] = []
-        for name in ranked[:max_tables]:
-            if name not in order:
-                order.append(name)
-        # Joins need the tables in between: add neighbours of the two best tables after them.
-        for name in ranked[:2]:
-            for neighbour in by_name[name].neighbours:
-                if neighbour in by_name and neighbour not in order and len(order) < max_tables + 2:
-                    order.append(neighbour)
-        chosen = [by_name[n] for n in order]
-    used = 0
-    for table in chosen:
-        if used + len(table.text) > char_budget and context.tables:
-            continue
-        context.tables.append(table)
-        used += len(table.text)
-    if notes:
+    databases = sorted({t.database for t in scope})
+    all_notes = _scope_notes(store, databases, audiences) if notes else []
+    if sum(len(n) for n in all_notes) <= notes_char_budget:
+        context.notes = all_notes  # fixed text: cached with the schema
+    elif notes:
         hits = store.search(SearchQuery(text=question, embedding=vector, audiences=audiences,
                                         kinds=(SCHEMA_KIND,), top_k=notes + max_tables, candidates=60))
-        context.notes = [h.text for h in hits if h.source.startswith(NOTES_PREFIX)][:notes]
+        context.notes = [h.text for h in hits if h.source.startswith(NOTES_PREFIX) and h.text in all_notes][:notes]
     if examples:
         hits = store.search(SearchQuery(text=question, embedding=vector, audiences=audiences,
                                         domains=example_domains, kinds=(EXAMPLE_KIND,), top_k=examples + 1))
@@ -124,6 +127,25 @@ def retrieve_schema_context(
                 continue
             context.examples.append((q, sql))
         context.examples = context.examples[:examples]
+    if sum(len(t.text) for t in scope) <= char_budget:
+        context.tables = sorted(scope, key=lambda t: t.name)
+        return context
+    hits = store.search(SearchQuery(text=question, embedding=vector, audiences=audiences, domains=domains,
+                                    kinds=(SCHEMA_KIND,), top_k=max_tables + 4, candidates=60))
+    ranked = [h.source.rsplit("/", 1)[-1] for h in hits if h.source.startswith(TABLE_PREFIX)]
+    ranked = list(dict.fromkeys(n for n in ranked if n in by_name))
+    used_elsewhere = _mentioned(" ".join(context.notes[:1] + [sql for _, sql in context.examples]), sorted(by_name))
+    order = list(dict.fromkeys(ranked[:2] + used_elsewhere + ranked[2:max_tables]))
+    for name in ranked[:2]:  # joins need the tables in between
+        order += [n for n in by_name[name].neighbours if n in by_name and n not in order]
+    used = 0
+    for name in order[: max_tables + 2]:
+        table = by_name[name]
+        if used + len(table.text) > char_budget and context.tables:
+            continue
+        context.tables.append(table)
+        used += len(table.text)
+    context.tables.sort(key=lambda t: t.name)
     return context
 
 

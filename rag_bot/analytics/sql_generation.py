@@ -27,7 +27,7 @@ STATUSES = ("answerable", "unclear", "no_data")
 
 SQL_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"sql": {"type": "string"}},
+    "properties": {"sql": {"type": "string", "minLength": 8}},
     "required": ["sql"],
 }
 GATED_SCHEMA: dict[str, Any] = {
@@ -47,22 +47,50 @@ Rules:
 - Return only the columns the question asks for (plus a name/label column for grouped results).
 - For dates, use half-open ranges on literal dates (col >= DATE '2024-01-01' AND col < DATE '2025-01-01').
 - For ratios, cast to float and use NULLIF to avoid division by zero.
-- Never write INSERT, UPDATE, DELETE, DDL or anything that changes data.
-Today is {today}.
+- Never write INSERT, UPDATE, DELETE, DDL or anything that changes data.{gate}{format}
+{periods}
 
 Database tables:
 {schema}"""
 
 GATE = """
 Before writing SQL decide the status:
-- "answerable": the tables above contain the data to answer the question.
+- "answerable": the tables below contain the data to answer the question.
 - "unclear": the question is too vague to turn into one query (ask the user to clarify).
 - "no_data": the database has no data for this question (e.g. general knowledge, opinions, data not stored).
 When the status is not "answerable", sql is an empty string."""
 
-CONSTRAINED_FORMAT = '\nReply with a JSON object: {{"sql": "<the query>"}}.'
-GATED_FORMAT = '\nReply with a JSON object: {{"status": "answerable" | "unclear" | "no_data", "sql": "<the query or empty>"}}.'
+CONSTRAINED_FORMAT = '\nReply with a JSON object: {"sql": "<the query>"}.'
+GATED_FORMAT = '\nReply with a JSON object: {"status": "answerable" | "unclear" | "no_data", "sql": "<the query or empty>"}.'
 FREE_FORMAT = "\nReply with the SQL query only, in a ```sql code block."
+
+
+def _quarter_start(day: date) -> date:
+    return date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+
+
+def _shift_months(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def period_hints(today: date) -> str:
+    """Relative periods as literal half-open ranges: small models get "last quarter" wrong otherwise."""
+    month = today.replace(day=1)
+    quarter = _quarter_start(today)
+    year = date(today.year, 1, 1)
+
+    def span(start: date, end: date) -> str:
+        return f"'{start.isoformat()}' to '{end.isoformat()}' (end excluded)"
+
+    return (
+        f"Today is {today.isoformat()}. Periods: this month {span(month, _shift_months(month, 1))}; "
+        f"last month {span(_shift_months(month, -1), month)}; "
+        f"this quarter {span(quarter, _shift_months(quarter, 3))}; "
+        f"last quarter {span(_shift_months(quarter, -3), quarter)}; "
+        f"this year {span(year, date(today.year + 1, 1, 1))}; "
+        f"last year {span(date(today.year - 1, 1, 1), year)}."
+    )
 
 
 @dataclass(frozen=True)
@@ -84,10 +112,11 @@ def build_messages(
     instructions: str | None = None,
     history: Sequence[ChatMessage] | None = None,
 ) -> list[ChatMessage]:
-    system = SYSTEM.format(today=today.isoformat(), schema=context.render())
-    if gate:
-        system += GATE
-    system += (GATED_FORMAT if gate else CONSTRAINED_FORMAT) if constrained else FREE_FORMAT
+    # Fixed text first, the schema next, what varies per question last: the server's prefix cache
+    # then reuses everything up to the schema (see schema_context.retrieve_schema_context).
+    reply_format = (GATED_FORMAT if gate else CONSTRAINED_FORMAT) if constrained else FREE_FORMAT
+    system = SYSTEM.format(periods=period_hints(today), schema=context.render(), gate=GATE if gate else "",
+                           format=reply_format)
     messages = [ChatMessage("system", system)]
     for example_q, example_sql in context.examples:
         messages.append(ChatMessage("user", example_q))

@@ -1,0 +1,118 @@
+"""The analytics path with a scripted LLM on the real demo database: prompt layout, repairs, periods.
+
+What a real model writes is measured by `rag-bot eval sql`; these tests pin the mechanics around it.
+"""
+
+# ruff: noqa: F811  (pytest fixtures imported by name from analytics_fixtures)
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from analytics_fixtures import demo_admin_url, demo_db  # noqa: F401
+
+from ingest.db_schema import sync_schema, sync_schema_notes
+from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
+from rag_bot.analytics.schema_context import retrieve_schema_context
+from rag_bot.analytics.sql_generation import build_messages, period_hints
+from rag_bot.analytics.sql_runner import PostgresSqlRunner
+from rag_bot.db import ensure_database, with_database
+from rag_bot.demo import DemoLoadReport
+from rag_bot.embeddings import Embedder
+from rag_bot.llm.fake import FakeLLM
+from rag_bot.store import VectorStore
+
+NOTES = Path(__file__).resolve().parents[1] / "knowledge_base" / "db" / "README.md"
+TODAY = date(2025, 12, 31)
+NO_EXTRAS = AnalyticsOptions(narrate=False, explain=False, examples=0)
+
+
+@pytest.fixture(scope="module")
+def schema_store(pg_admin_url: str, demo_db: DemoLoadReport, embedder: Embedder) -> Iterator[VectorStore]:
+    name = "pipeline_" + uuid.uuid4().hex[:8]
+    ensure_database(pg_admin_url, name)
+    store = VectorStore(with_database(pg_admin_url, name), embedder_name=embedder.name, dim=embedder.dim)
+    store.migrate()
+    sync_schema(demo_db.readonly_url, store, embedder, database="demo")
+    sync_schema_notes(NOTES, store, embedder, database="demo")
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def runner(demo_db: DemoLoadReport) -> Iterator[PostgresSqlRunner]:
+    with PostgresSqlRunner(demo_db.readonly_url, statement_timeout_ms=5000) as sql_runner:
+        yield sql_runner
+
+
+def _sql(sql: str, status: str = "answerable") -> str:
+    return json.dumps({"status": status, "sql": sql})
+
+
+def test_small_schema_is_shown_whole_in_the_same_order_for_every_question(
+    schema_store: VectorStore, embedder: Embedder
+) -> None:
+    first = retrieve_schema_context("top 5 customers by revenue in 2024", store=schema_store, embedder=embedder)
+    second = retrieve_schema_context("сколько открытых обращений в поддержку", store=schema_store, embedder=embedder)
+    assert first.table_names == sorted(first.tables_in_scope) == second.table_names
+    assert len(first.table_names) == 14
+    # The system prompt (rules, periods, schema, definitions) is identical, so a prefix cache reuses it.
+    a = build_messages("q1", first, today=TODAY, constrained=True, gate=True)
+    b = build_messages("q2", second, today=TODAY, constrained=True, gate=True)
+    assert a[0].content == b[0].content and "Revenue (выручка)" in a[0].content
+    assert "{{" not in a[0].content  # the format line is literal JSON
+
+
+def test_large_schema_is_pruned_to_ranked_tables_and_the_tables_definitions_use(
+    schema_store: VectorStore, embedder: Embedder
+) -> None:
+    context = retrieve_schema_context("top 5 customers by revenue in 2024", store=schema_store, embedder=embedder,
+                                      char_budget=4000, max_tables=3)
+    names = context.table_names
+    assert 1 <= len(names) < 14 and names == sorted(names)
+    assert sum(len(t.text) for t in context.tables) <= 4000 or len(names) == 1
+    assert "customers" in names or "orders" in names
+
+
+def test_notes_of_another_database_are_never_shown(
+    schema_store: VectorStore, embedder: Embedder, demo_db: DemoLoadReport
+) -> None:
+    sync_schema(demo_db.readonly_url, schema_store, embedder, database="other", domain="other")
+    context = retrieve_schema_context("revenue by region", store=schema_store, embedder=embedder, domains=["other"])
+    assert context.tables and context.notes == []
+    demo = retrieve_schema_context("revenue by region", store=schema_store, embedder=embedder, domains=["analytics"])
+    assert demo.notes
+
+
+def test_periods_are_literal_half_open_ranges_from_today() -> None:
+    hints = period_hints(date(2026, 1, 15))
+    assert "last quarter '2025-10-01' to '2026-01-01'" in hints
+    assert "last month '2025-12-01' to '2026-01-01'" in hints
+    assert "last year '2025-01-01' to '2026-01-01'" in hints
+
+
+def test_postgres_error_goes_back_to_the_llm_and_the_repair_writes_sql_without_the_gate(
+    schema_store: VectorStore, embedder: Embedder, runner: PostgresSqlRunner
+) -> None:
+    llm = FakeLLM([_sql("SELECT count(*) FROM orders o WHERE o.no_such_column = 1"),
+                   json.dumps({"sql": "SELECT count(*) AS n FROM orders"})])
+    answer = answer_analytics("how many orders are there?", llm=llm, store=schema_store, embedder=embedder,
+                              runner=runner, language="en", today=TODAY, options=NO_EXTRAS)
+    assert answer.status == "ok" and answer.retries == 1 and answer.rows[0][0] > 30000
+    repair_turn = llm.received[1][-1].content
+    assert "no_such_column" in repair_turn and "failed" in repair_turn
+
+
+def test_unclear_question_gets_a_clarification_listing_the_data(
+    schema_store: VectorStore, embedder: Embedder, runner: PostgresSqlRunner
+) -> None:
+    llm = FakeLLM([_sql("", status="unclear")])
+    answer = answer_analytics("как дела у бизнеса?", llm=llm, store=schema_store, embedder=embedder,
+                              runner=runner, language="ru", today=TODAY, options=NO_EXTRAS)
+    assert answer.status == "clarify" and "Уточните" in answer.text and "orders" in answer.text
+    assert answer.sql is None and len(llm.received) == 1
