@@ -68,6 +68,7 @@ def test_thread_steps_elements_and_feedback_roundtrip_through_the_data_layer(cha
             assert user is not None and user.metadata == {"profiles": ["analyst"]}
             listed = await layer.list_threads(Pagination(first=20), ThreadFilter(userId=user.id))
             assert [t["id"] for t in listed.data] == [thread_id]
+            assert listed.data[0]["elements"] == []  # the sidebar needs no chart bytes
 
             await layer.delete_thread(thread_id)
             assert await layer.get_thread(thread_id) is None

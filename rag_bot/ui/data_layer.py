@@ -13,11 +13,12 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.storage_clients.base import BaseStorageClient
-from chainlit.types import Feedback
+from chainlit.types import Feedback, PaginatedResponse, Pagination, ThreadFilter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,6 +27,8 @@ from rag_bot.chat_history import AnswerMeta, schema_name
 logger = logging.getLogger(__name__)
 
 ThumbsUpHook = Callable[[AnswerMeta], Awaitable[None]]
+# Set while listing threads for the sidebar: element files are not read (the list shows names only).
+_LISTING: ContextVar[bool] = ContextVar("rag_bot_listing_threads", default=False)
 
 
 def async_url(url: str) -> str:
@@ -74,6 +77,8 @@ class PostgresFileStorage(BaseStorageClient):
         return {"object_key": object_key, "url": None}
 
     async def get_read_url(self, object_key: str) -> str:
+        if _LISTING.get():
+            return ""
         async with self.engine.connect() as conn:
             row = (await conn.execute(text("SELECT mime, data FROM element_files WHERE object_key = :key"),
                                       {"key": object_key})).first()
@@ -122,6 +127,17 @@ class ChatDataLayer(SQLAlchemyDataLayer):
                 except Exception:  # noqa: BLE001 - the rating is stored; the example is a bonus
                     logger.exception("could not store the solved example for step %s", feedback.forId)
         return feedback_id
+
+    async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse:
+        """The stock layer loads every thread with its elements for the sidebar; skip the files there."""
+        token = _LISTING.set(True)
+        try:
+            response = await super().list_threads(pagination, filters)
+        finally:
+            _LISTING.reset(token)
+        for thread in response.data:
+            thread["elements"] = []
+        return response
 
     async def get_element(self, thread_id: str, element_id: str) -> Any:
         element = await super().get_element(thread_id, element_id)
