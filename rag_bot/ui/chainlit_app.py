@@ -253,8 +253,9 @@ async def on_message(message: cl.Message) -> None:
         parts = await cl.make_async(components)()
         services = await cl.make_async(parts.services)(profile_name)
         profile = get_profiles(get_settings().profiles_file).profile(profile_name)
+        # The message's own language: a short Russian follow-up to an English question is answered in Russian.
         reply = await cl.make_async(respond)(
-            message.content, conversation=conversation, profile=profile, services=services
+            message.content, conversation=conversation, profile=profile, services=services, language=language
         )
         generated = await _render(reply, reply_message)
         remember(conversation, message.content, reply, reply_message.content)
