@@ -236,6 +236,11 @@ def _run_schema_ingest(settings: Settings, database_url: str | None, db_schema: 
         notes = settings.knowledge_base_dir / "db" / "README.md"
         if database_url is None and notes.exists():
             sync_schema_notes(notes, store, embedder, database=report.database)
+        examples = settings.knowledge_base_dir / "db" / "examples.yaml"
+        if database_url is None and examples.exists():
+            from rag_bot.analytics.schema_context import add_solved_examples_file
+
+            click.echo(f"Solved SQL examples: {add_solved_examples_file(examples, store, embedder)}")
     finally:
         store.close()
 
@@ -285,11 +290,9 @@ def ask(question: str, profile: str) -> None:
 
 
 # -- UI and the whole stack -----------------------------------------------------------------------
-def _chainlit_command(settings: Settings) -> list[str]:
-    return [
-        sys.executable, "-m", "chainlit", "run", str(PROJECT_ROOT / "rag_bot" / "ui" / "chainlit_app.py"),
-        "--host", settings.ui_host, "--port", str(settings.ui_port), "--headless",
-    ]
+def _serve_command() -> list[str]:
+    """`rag-bot serve` in a child process: the chat, the API and /metrics in one app."""
+    return [sys.executable, "-m", "rag_bot.cli", "serve"]
 
 
 @main.command()
@@ -391,8 +394,9 @@ def up(engine: str | None, no_ui: bool) -> None:
         click.echo(f"Ready in {time.perf_counter() - started:.0f} s.")
         if no_ui:
             return
-        ui = subprocess.Popen(_chainlit_command(settings), cwd=PROJECT_ROOT, start_new_session=True)
-        click.echo(f"\n  Chat: http://{settings.ui_host}:{settings.ui_port}  (Ctrl-C stops everything)\n")
+        ui = subprocess.Popen(_serve_command(), cwd=PROJECT_ROOT, start_new_session=True)
+        base = f"http://{settings.ui_host}:{settings.ui_port}"
+        click.echo(f"\n  Chat: {base}   API: {base}/api/v1/docs   (Ctrl-C stops everything)\n")
         try:
             ui.wait()
         except KeyboardInterrupt:
@@ -514,6 +518,16 @@ def doctor() -> None:
         click.echo("\nFix the failing parts: `rag-bot up` starts Postgres and the LLM on this machine.")
         sys.exit(1)
 
+
+def _register_subcommands() -> None:
+    from rag_bot.export import export_cli
+    from rag_bot.users import users_cli
+
+    main.add_command(users_cli)
+    main.add_command(export_cli)
+
+
+_register_subcommands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

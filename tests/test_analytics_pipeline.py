@@ -19,7 +19,7 @@ from analytics_fixtures import demo_admin_url, demo_db  # noqa: F401
 from ingest.db_schema import sync_schema, sync_schema_notes
 from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
 from rag_bot.analytics.schema_context import retrieve_schema_context
-from rag_bot.analytics.sql_generation import build_messages, period_hints
+from rag_bot.analytics.sql_generation import annotate_periods, build_messages, period_hints
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
 from rag_bot.db import ensure_database, with_database
 from rag_bot.demo import DemoLoadReport
@@ -91,9 +91,9 @@ def test_notes_of_another_database_are_never_shown(
 
 def test_periods_are_literal_half_open_ranges_from_today() -> None:
     hints = period_hints(date(2026, 1, 15))
-    assert "last quarter '2025-10-01' to '2026-01-01'" in hints
-    assert "last month '2025-12-01' to '2026-01-01'" in hints
-    assert "last year '2025-01-01' to '2026-01-01'" in hints
+    assert "last quarter (прошлый квартал): '2025-10-01' to '2026-01-01'" in hints
+    assert "last month (прошлый месяц): '2025-12-01' to '2026-01-01'" in hints
+    assert "last year (прошлый год): '2025-01-01' to '2026-01-01'" in hints
 
 
 def test_postgres_error_goes_back_to_the_llm_and_the_repair_writes_sql_without_the_gate(
@@ -116,3 +116,20 @@ def test_unclear_question_gets_a_clarification_listing_the_data(
                               runner=runner, language="ru", today=TODAY, options=NO_EXTRAS)
     assert answer.status == "clarify" and "Уточните" in answer.text and "orders" in answer.text
     assert answer.sql is None and len(llm.received) == 1
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("Выручка по регионам за прошлый квартал", "прошлый квартал [2025-07-01 to before 2025-10-01]"),
+        ("Сколько заказов в прошлом году?", "прошлом году [2024-01-01 to before 2025-01-01]?"),
+        ("revenue last month vs this month", "this month [2025-12-01 to before 2026-01-01]"),
+        ("Revenue this year by quarter", "this year [2025-01-01 to before 2026-01-01] by quarter"),
+    ],
+)
+def test_relative_periods_in_the_question_get_their_dates(question: str, expected: str) -> None:
+    assert expected in annotate_periods(question, TODAY)
+
+
+def test_question_without_a_relative_period_is_unchanged() -> None:
+    assert annotate_periods("Revenue by region in 2024", TODAY) == "Revenue by region in 2024"

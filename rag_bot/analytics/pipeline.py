@@ -268,7 +268,11 @@ def answer_analytics(
         answer.retries += 1
         conversation += [ChatMessage("assistant", sql or "(no query)"),
                          repair_message(sql, outcome.problem or "no query was written", allowed)]
+        previous = sql
         status, sql = generate(conversation, gate=False)
+        if " ".join(sql.split()).rstrip(";") == " ".join((previous or "").split()).rstrip(";"):
+            # Greedy decoding repeats itself after an error; sample once for a different query.
+            status, sql = generate(conversation, opts.sample_temperature, gate=False)
         outcome = _try(sql, runner, allowed, opts, lang, timings)
 
     if outcome.result is None:

@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rag_bot.embeddings import Embedder
 from rag_bot.store import ChunkRecord, DocumentRecord, SearchQuery, VectorStore
@@ -165,8 +166,20 @@ def add_solved_example(
     text = f"Question: {question.strip()}\nSQL: {sql.strip()}"
     digest = hashlib.sha256(f"{domain}\0{text}".encode()).hexdigest()
     source = f"example://{domain}/{digest[:24]}"
+    if store.document_hashes(source, kind=EXAMPLE_KIND).get(source) == digest:
+        return source  # already stored: nothing to embed
     record = DocumentRecord(source=source, title=question.strip()[:200], domain=domain, audience=audience,
                             language="en", content_hash=digest, kind=EXAMPLE_KIND,
                             metadata={"type": "solved_example"})
     store.upsert_document(record, [ChunkRecord(text=text, ordinal=0)], embedder.embed_passages([question]))
     return source
+
+
+def add_solved_examples_file(path: Path, store: VectorStore, embedder: Embedder) -> int:
+    """Store the question→SQL pairs of a YAML file (a list of {question, sql}); returns how many."""
+    import yaml
+
+    items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    for item in items:
+        add_solved_example(store, embedder, str(item["question"]), str(item["sql"]))
+    return len(items)

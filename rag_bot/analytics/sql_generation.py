@@ -83,14 +83,53 @@ def period_hints(today: date) -> str:
     def span(start: date, end: date) -> str:
         return f"'{start.isoformat()}' to '{end.isoformat()}' (end excluded)"
 
-    return (
-        f"Today is {today.isoformat()}. Periods: this month {span(month, _shift_months(month, 1))}; "
-        f"last month {span(_shift_months(month, -1), month)}; "
-        f"this quarter {span(quarter, _shift_months(quarter, 3))}; "
-        f"last quarter {span(_shift_months(quarter, -3), quarter)}; "
-        f"this year {span(year, date(today.year + 1, 1, 1))}; "
-        f"last year {span(date(today.year - 1, 1, 1), year)}."
-    )
+    periods = [
+        ("this month (этот месяц)", month, _shift_months(month, 1)),
+        ("last month (прошлый месяц)", _shift_months(month, -1), month),
+        ("this quarter (этот квартал)", quarter, _shift_months(quarter, 3)),
+        ("last quarter (прошлый квартал)", _shift_months(quarter, -3), quarter),
+        ("this year (этот год)", year, date(today.year + 1, 1, 1)),
+        ("last year (прошлый год)", date(today.year - 1, 1, 1), year),
+    ]
+    lines = "\n".join(f"- {name}: {span(start, end)}" for name, start, end in periods)
+    return f"Today is {today.isoformat()}. Relative periods:\n{lines}"
+
+
+_PERIOD_PHRASES: list[tuple[str, str]] = [
+    # (regex over the question, period key); Russian forms cover the usual cases of the phrase.
+    (r"\b(last|previous|prior) quarter\b|прошл\w* квартал\w*|предыдущ\w* квартал\w*", "last_quarter"),
+    (r"\b(this|current) quarter\b|(этот|этом|текущ\w*) квартал\w*", "this_quarter"),
+    (r"\b(last|previous|prior) month\b|прошл\w* месяц\w*|предыдущ\w* месяц\w*", "last_month"),
+    (r"\b(this|current) month\b|(этот|этом|текущ\w*) месяц\w*", "this_month"),
+    (r"\b(last|previous|prior) year\b|прошл\w* год\w*|предыдущ\w* год\w*", "last_year"),
+    (r"\b(this|current) year\b|(этот|этом|текущ\w*) год\w*", "this_year"),
+]
+
+
+def _periods(today: date) -> dict[str, tuple[date, date]]:
+    month, quarter, year = today.replace(day=1), _quarter_start(today), date(today.year, 1, 1)
+    return {
+        "this_month": (month, _shift_months(month, 1)),
+        "last_month": (_shift_months(month, -1), month),
+        "this_quarter": (quarter, _shift_months(quarter, 3)),
+        "last_quarter": (_shift_months(quarter, -3), quarter),
+        "this_year": (year, date(today.year + 1, 1, 1)),
+        "last_year": (date(today.year - 1, 1, 1), year),
+    }
+
+
+def annotate_periods(question: str, today: date) -> str:
+    """'revenue last quarter' -> 'revenue last quarter [2025-07-01 to before 2025-10-01]'.
+
+    A 1.5B model copies dates from the question far more reliably than it does calendar arithmetic,
+    even with the ranges listed in the system prompt; measured on the demo set.
+    """
+    periods = _periods(today)
+    for pattern, key in _PERIOD_PHRASES:
+        start, end = periods[key]
+        question = re.sub(pattern, lambda m: f"{m.group(0)} [{start.isoformat()} to before {end.isoformat()}]",
+                          question, count=1, flags=re.I)
+    return question
 
 
 @dataclass(frozen=True)
@@ -121,7 +160,7 @@ def build_messages(
     for example_q, example_sql in context.examples:
         messages.append(ChatMessage("user", example_q))
         messages.append(ChatMessage("assistant", _format_reply(example_sql, constrained, gate)))
-    user = question.strip()
+    user = annotate_periods(question.strip(), today)
     earlier = [m.content for m in (history or []) if m.role == "user"][-2:]
     if earlier:
         user = "Earlier questions in this conversation: " + " | ".join(earlier) + "\nQuestion: " + user
