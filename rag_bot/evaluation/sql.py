@@ -294,6 +294,7 @@ class ItemResult:
     seconds: float = 0.0
     system: str = "rag_bot"
     attempts: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # per stage, from AnalyticsAnswer.timings
 
 
 def score(
@@ -604,9 +605,11 @@ def sql(**flags: Any) -> None:
                 status, rows, sql_text = answer.status, answer.rows, answer.sql
                 error = answer.error_kind
                 rule, retries, attempts = answer.rejection_rule, answer.retries, answer.attempts
+                timings = answer.timings
             except Exception as exc:  # noqa: BLE001 - one question must not stop the run
                 logger.exception("question %s failed", item.id)
                 status, rows, sql_text, error, rule, retries, attempts = "error", None, None, repr(exc), None, 0, []
+                timings = {}
             seconds = time.perf_counter() - t0
             correct, _ = score(item, status, rows, admin_urls[item.database])
             results[flags["label"]].append(
@@ -625,6 +628,7 @@ def sql(**flags: Any) -> None:
                     seconds=round(seconds, 2),
                     system=flags["label"],
                     attempts=attempts,
+                    timings=timings,
                 )
             )
         if "llamaindex" in results:
