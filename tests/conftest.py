@@ -92,7 +92,7 @@ def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except RagBotError as exc:
         pytest.fail(str(exc))
     logs = tmp_path_factory.mktemp("llm")
-    server = LLMServer("llamacpp", model, "ci-model", port=free_port(), context=4096, threads=2,
+    server = LLMServer("llamacpp", model, "ci-model", port=free_port(), context=8192, threads=2,
                        log_path=logs / "llamacpp.log")
     server.start(timeout_s=120)
     yield server.base_url
