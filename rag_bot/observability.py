@@ -140,6 +140,19 @@ def observe_error(kind: str) -> None:
     ERRORS.labels(kind).inc()
 
 
+def error_kind(exc: BaseException) -> str:
+    """The bounded metric label of a failure: llm_unavailable, database_unavailable or internal."""
+    import psycopg
+
+    from rag_bot.errors import DatabaseUnavailable, LLMUnavailable
+
+    if isinstance(exc, LLMUnavailable):
+        return "llm_unavailable"
+    if isinstance(exc, DatabaseUnavailable | psycopg.OperationalError):
+        return "database_unavailable"
+    return "internal"
+
+
 class MeteredLLM:
     """An LLMClient that counts calls and tokens into the metrics, delegating everything else."""
 

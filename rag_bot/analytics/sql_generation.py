@@ -127,8 +127,8 @@ def annotate_periods(question: str, today: date) -> str:
     periods = _periods(today)
     for pattern, key in _PERIOD_PHRASES:
         start, end = periods[key]
-        question = re.sub(pattern, lambda m: f"{m.group(0)} [{start.isoformat()} to before {end.isoformat()}]",
-                          question, count=1, flags=re.I)
+        dates = f" [{start.isoformat()} to before {end.isoformat()}]"
+        question = re.sub(pattern, lambda m, dates=dates: m.group(0) + dates, question, count=1, flags=re.I)
     return question
 
 

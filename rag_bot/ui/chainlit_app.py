@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +23,7 @@ from rag_bot.chat_history import AnswerMeta, add_rated_example, conversation_fro
 from rag_bot.config import get_settings
 from rag_bot.db import connect, store_url
 from rag_bot.language import detect_language
+from rag_bot.observability import error_kind, new_request_id, observe_error, observe_question, request_id_var
 from rag_bot.profiles import get_profiles
 from rag_bot.routing import Conversation
 from rag_bot.ui.auth import (
@@ -244,6 +246,8 @@ async def on_message(message: cl.Message) -> None:
     language = detect_language(message.content)
     conversation: Conversation = cl.user_session.get("conversation") or Conversation()
     reply_message = cl.Message(content="")
+    started = time.perf_counter()
+    request_id_var.set(new_request_id())  # follows this question through every log line
     try:
         profile_name = session_profile()
         if profile_name is None:
@@ -261,7 +265,11 @@ async def on_message(message: cl.Message) -> None:
         remember(conversation, message.content, reply, reply_message.content)
         cl.user_session.set("conversation", conversation)
         reply_message.metadata = answer_meta(message.content, profile_name, reply, generated).to_metadata()
+        observe_question(channel="chat", profile=profile_name, intent=reply.route.intent,
+                         domains=reply.route.domains, escalate=reply.escalate, timings=reply.timings,
+                         total_s=time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - never a traceback or driver text in the chat
+        observe_error(error_kind(exc))
         reply_message.content = render_error(exc, language)
         reply_message.elements = []
         await reply_message.send()
