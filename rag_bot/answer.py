@@ -15,7 +15,7 @@ from rag_bot import prompts
 from rag_bot.embeddings import Embedder
 from rag_bot.language import detect_language
 from rag_bot.llm.base import ChatMessage, LLMClient
-from rag_bot.retrieval import Citation, pack_context, search_chunks
+from rag_bot.retrieval import Citation, Reranker, pack_context, search_chunks
 from rag_bot.store import VectorStore
 
 logger = logging.getLogger(__name__)
@@ -60,11 +60,13 @@ def prepare_answer(
     top_k: int = 5,
     budget_tokens: int = 1800,
     language: str | None = None,
+    reranker: Reranker | None = None,
 ) -> PreparedAnswer:
     """Retrieve what the user may see and build the prompt (in `language`, else the question's)."""
     language = language or detect_language(question)
     started = time.perf_counter()
-    hits = search_chunks(question, store=store, embedder=embedder, audience=audience, domains=domains, top_k=top_k)
+    hits = search_chunks(question, store=store, embedder=embedder, audience=audience, domains=domains, top_k=top_k,
+                         reranker=reranker)
     citations = pack_context(hits, budget_tokens)
     timings = {"retrieve_s": time.perf_counter() - started}
     if not citations:

@@ -57,6 +57,7 @@ class Services:
     top_k: int = 5
     budget_tokens: int = 1800
     today: date | None = None  # reference date for "last quarter"; None = the real date
+    reranker: Any = None  # rag_bot.retrieval.Reranker, when RAG_BOT_RERANKER_BASE_URL is set
 
 
 _HANDOVER_WORDS = ("оператор", "человек", "живой", "human", "operator", "agent", "manager", "менеджер")
@@ -96,7 +97,7 @@ def respond(
         reply.prepared = prepare_answer(
             _standalone(message, conversation), store=services.store, embedder=services.embedder,
             audience=profile.audience, domains=route.domains or None, top_k=services.top_k,
-            budget_tokens=services.budget_tokens, language=requested_language,
+            budget_tokens=services.budget_tokens, language=requested_language, reranker=services.reranker,
         )
         reply.citations = reply.prepared.citations
         reply.timings.update(reply.prepared.timings)

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = 32
     top_k: int = 5
     context_budget_tokens: int = 1800
+    # Optional cross-encoder reranking of the fused hits (vLLM `/rerank`, e.g. BAAI/bge-reranker-v2-m3).
+    reranker_base_url: str | None = None
+    reranker_model: str = "BAAI/bge-reranker-v2-m3"
     min_similarity: float = Field(default=0.0, ge=-1.0, le=1.0)
 
     # --- UI ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class Components:
     _services: dict[str, Any] = field(default_factory=dict)
     _runner: Any = None
     _sandbox: Any = None
+    _reranker: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def services(self, profile_name: str) -> Any:
@@ -52,8 +53,18 @@ class Components:
                 top_k=self.settings.top_k,
                 budget_tokens=self.settings.context_budget_tokens,
                 today=analytics_today(self.settings),
+                reranker=self.reranker(),
             )
         return self._services[profile_name]
+
+    def reranker(self) -> Any:
+        """The cross-encoder reranker when one is configured (shared by every profile), else None."""
+        if self._reranker is None and self.settings.reranker_base_url:
+            from rag_bot.reranking import HttpReranker
+
+            self._reranker = HttpReranker(self.settings.reranker_base_url, self.settings.reranker_model,
+                                          timeout_s=self.settings.llm_timeout_s)
+        return self._reranker
 
     def sql_runner(self) -> Any:
         """The read-only runner on the company database (None when none is configured)."""
@@ -81,6 +92,8 @@ class Components:
             self._runner.close()
         if self._sandbox is not None:
             self._sandbox.close()
+        if self._reranker is not None:
+            self._reranker.close()
 
 
 def company_readonly_url(settings: Settings) -> str | None:
