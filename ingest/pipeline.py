@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.chunking import chunk_document
+from ingest.chunking import ChunkingOptions, chunk_document
 from ingest.documents import file_hash, iter_files, load_document
 from rag_bot.embeddings import Embedder
 from rag_bot.errors import IngestError
-from rag_bot.store import DocumentRecord, VectorStore
+from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,16 @@ def embedding_text(title: str, heading: str, text: str) -> str:
     return f"{context}\n{text}" if context else text
 
 
+@dataclass
+class _Prepared:
+    """A document read and chunked, waiting for its batch to be embedded."""
+
+    record: DocumentRecord
+    chunks: list[ChunkRecord]
+    texts: list[str]
+    is_update: bool
+
+
 def sync_documents(
     root: Path,
     store: VectorStore,
@@ -52,19 +62,33 @@ def sync_documents(
     domain: str | None = None,
     audience: str | None = None,
     prune: bool = True,
-    chunk_size: int = 256,
-    overlap: int = 32,
-    max_file_mb: int = 50,
+    chunking: ChunkingOptions | None = None,
+    max_file_mb: float = 50,
+    batch_chunks: int = 64,
     progress: Callable[[str], None] | None = None,
 ) -> IngestReport:
-    """Bring the store in line with the files under `root` (a folder or one file)."""
+    """Bring the store in line with the files under `root` (a folder or one file).
+
+    Chunks of consecutive documents are embedded together, about `batch_chunks` per call (small
+    documents would otherwise be embedded one call each, at half the speed); then each document is
+    written in its own transaction. An interruption loses at most the unwritten batch, never half a
+    document, and nothing is pruned until every file was seen.
+    """
     root = root.resolve()
     if not root.exists():
         raise IngestError(f"{root} does not exist. Give a folder or a file to ingest.")
+    chunking = chunking or ChunkingOptions()
     base = root if root.is_dir() else root.parent
     report = IngestReport()
     stored = store.document_hashes(str(root))
     seen: set[str] = set()
+    pending: list[_Prepared] = []
+
+    def flush() -> None:
+        if pending:
+            _embed_and_write(pending, store, embedder, report)
+            pending.clear()
+
     for item in iter_files(root):
         if isinstance(item, tuple):
             report.failed.append((str(item[0]), item[1]))
@@ -75,16 +99,24 @@ def sync_documents(
         if progress:
             progress(path.name)
         try:
-            if stored.get(source) == file_hash(path):
+            if source in stored and stored[source] == file_hash(path):
                 report.unchanged.append(source)
                 continue
-            loaded = load_document(path, root=base, domain=domain, audience=audience, max_bytes=max_file_mb * 1024 * 1024)
-            chunks = chunk_document(loaded, chunk_size=chunk_size, overlap=overlap)
+            loaded = load_document(
+                path, root=base, domain=domain, audience=audience, max_bytes=int(max_file_mb * 1024 * 1024)
+            )
+            chunks = chunk_document(loaded, chunking, embedder=embedder)
             if not chunks:
                 raise IngestError(f"{path.name}: no text to index after chunking.")
-            vectors = embedder.embed_passages([embedding_text(loaded.title, c.heading, c.text) for c in chunks])
         except IngestError as exc:
             report.failed.append((source, str(exc)))
+            continue
+        except PermissionError:
+            report.failed.append((source, f"{path.name}: permission denied. Let the user running the ingest "
+                                          "read it (e.g. chmod o+r), or remove it from the folder."))
+            continue
+        except OSError as exc:
+            report.failed.append((source, f"{path.name}: could not be read ({exc.strerror or exc})."))
             continue
         except Exception as exc:  # noqa: BLE001 - a reader library may raise anything; skip and report
             logger.exception("unexpected failure reading %s", path)
@@ -99,9 +131,11 @@ def sync_documents(
             content_hash=loaded.content_hash,
             metadata=loaded.metadata,
         )
-        store.upsert_document(record, chunks, vectors)
-        report.chunks += len(chunks)
-        (report.updated if source in stored else report.added).append(source)
+        texts = [embedding_text(loaded.title, c.heading, c.text) for c in chunks]
+        pending.append(_Prepared(record, chunks, texts, is_update=source in stored))
+        if sum(len(p.chunks) for p in pending) >= batch_chunks:
+            flush()
+    flush()
     gone = sorted(set(stored) - seen)
     if prune:
         store.delete_documents(gone)
@@ -110,3 +144,28 @@ def sync_documents(
         report.missing.extend(gone)
     logger.info("ingest %s: %s", root, report.summary())
     return report
+
+
+def _embed_and_write(batch: list[_Prepared], store: VectorStore, embedder: Embedder, report: IngestReport) -> None:
+    """Embed a batch of documents in one call, then write each document atomically.
+
+    If the batch call fails, each document is embedded alone, so a text the model rejects fails only
+    its own file.
+    """
+    try:
+        vectors = embedder.embed_passages([text for doc in batch for text in doc.texts])
+    except Exception as exc:  # noqa: BLE001 - retried one by one, then reported per file
+        if len(batch) > 1:
+            for doc in batch:
+                _embed_and_write([doc], store, embedder, report)
+            return
+        source = batch[0].record.source
+        logger.exception("embedding failed for %s", source)
+        report.failed.append((source, f"{Path(source).name}: embedding failed ({exc})."))
+        return
+    start = 0
+    for doc in batch:
+        store.upsert_document(doc.record, doc.chunks, vectors[start : start + len(doc.texts)])
+        start += len(doc.texts)
+        report.chunks += len(doc.chunks)
+        (report.updated if doc.is_update else report.added).append(doc.record.source)

@@ -174,6 +174,7 @@ def _run_ingest(
 ) -> Any:
     from tqdm import tqdm
 
+    from ingest.chunking import chunking_options
     from ingest.documents import iter_files
     from ingest.pipeline import sync_documents
     from rag_bot.embeddings import build_embedder
@@ -194,7 +195,8 @@ def _run_ingest(
 
         report = sync_documents(
             path, store, embedder, domain=domain, audience=audience, prune=prune,
-            chunk_size=settings.chunk_size_tokens, overlap=settings.chunk_overlap_tokens, progress=progress,
+            chunking=chunking_options(settings), max_file_mb=settings.ingest_max_file_mb,
+            batch_chunks=settings.ingest_batch_chunks, progress=progress,
         )
     click.echo(f"Ingested {path}: {report.summary()}")
     for _source, reason in report.failed:

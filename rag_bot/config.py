@@ -75,9 +75,21 @@ class Settings(BaseSettings):
     llm_threads: int = 2
     llm_start_timeout_s: float = 600.0
 
-    # --- Retrieval and answers -------------------------------------------------------------------
+    # --- Ingestion -------------------------------------------------------------------------------
     chunk_size_tokens: int = 256
     chunk_overlap_tokens: int = 32
+    # Long documents without any heading (transcripts, plain text, PDFs) are cut where the topic
+    # changes (embedding distance between consecutive sentences) before the token budget applies.
+    semantic_chunking: bool = True
+    semantic_min_tokens: int = Field(default=1000, ge=0)
+    # Lower: more topic breaks. A break goes where the distance is above this percentile of the text's.
+    semantic_breakpoint_percentile: int = Field(default=95, ge=1, le=99)
+    # Larger files are reported and skipped (RAG_BOT_INGEST_MAX_FILE_MB).
+    ingest_max_file_mb: float = Field(default=50, gt=0)
+    # Chunks of consecutive documents embedded in one call.
+    ingest_batch_chunks: int = Field(default=64, ge=1)
+
+    # --- Retrieval and answers -------------------------------------------------------------------
     top_k: int = 5
     context_budget_tokens: int = 1800
     # Optional cross-encoder reranking of the fused hits (vLLM `/rerank`, e.g. BAAI/bge-reranker-v2-m3).

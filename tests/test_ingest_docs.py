@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +35,8 @@ def test_ingest_reads_formats_and_metadata(tmp_path: Path, store: VectorStore, e
     report = sync_documents(tmp_path, store, embedder)
     assert report.failed == []
     assert len(report.added) == 5
-    rows = dict(store.conn.execute("SELECT title, domain || '/' || audience || '/' || language FROM documents").fetchall())
+    query = "SELECT title, domain || '/' || audience || '/' || language FROM documents"
+    rows = dict(store.conn.execute(query).fetchall())
     assert rows["Отпуска"] == "hr/internal/ru"
     assert rows["Support hours"] == "support/internal/en"  # no metadata: internal is the safe default
     assert rows["Payment"] == "sales/public/en"  # front matter before <!DOCTYPE> is read, not indexed
@@ -87,3 +90,87 @@ def test_ingest_of_missing_path_is_a_clear_error(tmp_path: Path, store: VectorSt
 
     with pytest.raises(IngestError, match="does not exist"):
         sync_documents(tmp_path / "nope", store, embedder)
+
+
+# -- crash and resume ---------------------------------------------------------------------------
+class InterruptingEmbedder:
+    """The real embedder, interrupted as by Ctrl-C when asked to embed a text containing `marker`.
+
+    With `during_write=True` the interruption comes later: the vectors are returned, and converting
+    the last one raises, which happens inside the store's write transaction, after the old version of
+    the document was deleted.
+    """
+
+    def __init__(self, inner: FastE5Embedder, marker: str, *, during_write: bool = False) -> None:
+        self.inner, self.marker, self.during_write = inner, marker, during_write
+        self.name, self.dim = inner.name, inner.dim
+
+    def embed_passages(self, texts: Sequence[str]) -> Any:
+        if not any(self.marker in text for text in texts):
+            return self.inner.embed_passages(texts)
+        if not self.during_write:
+            raise KeyboardInterrupt
+        return [*self.inner.embed_passages(texts)[:-1], _VectorThatInterrupts()]
+
+    def embed_queries(self, texts: Sequence[str]) -> Any:
+        return self.inner.embed_queries(texts)
+
+
+class _VectorThatInterrupts:
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        raise KeyboardInterrupt
+
+
+def _three_section_doc(n: int) -> str:
+    return "\n\n".join(f"# Part {p} of document {n}\n\nmarker-{n} says something about topic {p}." for p in range(3))
+
+
+def _store_state(store: VectorStore) -> dict[str, tuple[int, Any, list[int]]]:
+    """source file name -> (document id, ingested_at, chunk ordinals), for every stored document."""
+    rows = store.conn.execute(
+        "SELECT d.source, d.id, d.ingested_at, array_agg(c.ordinal ORDER BY c.ordinal) "
+        "FROM documents d LEFT JOIN chunks c ON c.document_id = d.id GROUP BY d.id"
+    ).fetchall()
+    return {Path(source).name: (doc_id, at, list(ordinals)) for source, doc_id, at, ordinals in rows}
+
+
+@pytest.mark.parametrize(("batch_chunks", "written_before_interrupt"), [(1, 3), (4, 2)])
+def test_ingest_interrupted_midway_keeps_whole_documents_and_the_next_run_finishes(
+    tmp_path: Path, store: VectorStore, embedder: FastE5Embedder, batch_chunks: int, written_before_interrupt: int
+) -> None:
+    names = [f"doc{n}.md" for n in range(6)]
+    for n, name in enumerate(names):
+        _write(tmp_path / name, _three_section_doc(n))
+    with pytest.raises(KeyboardInterrupt):
+        sync_documents(tmp_path, store, InterruptingEmbedder(embedder, "marker-3"), batch_chunks=batch_chunks)
+    before = _store_state(store)
+    # Only whole documents, the ones whose batch was written before the interruption, in file order.
+    assert sorted(before) == names[:written_before_interrupt]
+    assert all(ordinals == [0, 1, 2] for _, _, ordinals in before.values())
+
+    report = sync_documents(tmp_path, store, embedder, batch_chunks=batch_chunks)
+    assert report.failed == []
+    assert sorted(Path(s).name for s in report.unchanged) == names[:written_before_interrupt]
+    assert sorted(Path(s).name for s in report.added) == names[written_before_interrupt:]
+    after = _store_state(store)
+    assert sorted(after) == names
+    assert all(after[name] == before[name] for name in before)  # same rows: not rewritten
+    assert all(ordinals == [0, 1, 2] for _, _, ordinals in after.values())
+    assert store.count_chunks() == 3 * len(names)  # no duplicates
+
+
+def test_ingest_interrupted_while_writing_a_changed_file_keeps_its_old_version(
+    tmp_path: Path, store: VectorStore, embedder: FastE5Embedder
+) -> None:
+    doc = _write(tmp_path / "policy.md", "# Policy\n\nFirst version of the policy.")
+    sync_documents(tmp_path, store, embedder)
+    doc.write_text(_three_section_doc(7), encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt):
+        sync_documents(tmp_path, store, InterruptingEmbedder(embedder, "marker-7", during_write=True))
+    texts = [row[0] for row in store.conn.execute("SELECT text FROM chunks ORDER BY ordinal").fetchall()]
+    assert texts == ["# Policy\n\nFirst version of the policy."]  # the old version, whole
+
+    report = sync_documents(tmp_path, store, embedder)
+    assert [Path(s).name for s in report.updated] == ["policy.md"]
+    texts = [row[0] for row in store.conn.execute("SELECT text FROM chunks ORDER BY ordinal").fetchall()]
+    assert len(texts) == 3 and all("marker-7" in text for text in texts)
