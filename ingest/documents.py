@@ -132,17 +132,33 @@ def _read_pdf(path: Path) -> tuple[list[Section], dict[str, Any]]:
     return sections, {"title": title} if title else {}
 
 
+# DOCX and XLSX are zip files. A password-protected one is an OLE compound file instead (the format of
+# old .doc/.xls files) holding an "EncryptedPackage" stream; its directory names are UTF-16.
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+
+
+def _refuse_ole_container(path: Path, old_format: str) -> None:
+    data = path.read_bytes()
+    if not data.startswith(_OLE_MAGIC):
+        return
+    if _ENCRYPTED_PACKAGE in data:
+        raise IngestError(f"{path.name}: the file is password-protected. Save a copy without a password.")
+    raise IngestError(f"{path.name}: this is an old {old_format} file with a new extension. Save it as {path.suffix}.")
+
+
 def _read_docx(path: Path) -> tuple[list[Section], dict[str, Any]]:
     import zipfile
 
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
+    _refuse_ole_container(path, "Word (.doc)")
     try:
         document = docx.Document(str(path))
     except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as exc:
         raise IngestError(
-            f"{path.name}: not a readable DOCX (damaged, or password-protected). Save an unprotected copy."
+            f"{path.name}: not a readable DOCX (damaged, or not a Word file). Open and save it again in Word."
         ) from exc
     lines = []
     for paragraph in document.paragraphs:
@@ -182,6 +198,7 @@ def _read_xlsx(path: Path) -> tuple[list[Section], dict[str, Any]]:
 
     from openpyxl import load_workbook
 
+    _refuse_ole_container(path, "Excel (.xls)")
     try:
         workbook = load_workbook(str(path), read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
@@ -248,7 +265,7 @@ def load_document(
         raise IngestError(f"{path.name}: the file is empty.")
     if size > max_bytes:
         raise IngestError(
-            f"{path.name}: {size / 1e6:.0f} MB is over the {max_bytes / 1e6:.0f} MB limit "
+            f"{path.name}: {size / 2**20:.1f} MB is over the {max_bytes / 2**20:g} MB limit "
             "(RAG_BOT_INGEST_MAX_FILE_MB). Split it or raise the limit."
         )
     sections, meta = reader(path)

@@ -8,6 +8,7 @@ next run finishes the work. One bad file is reported with its reason and never s
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,11 @@ def sync_documents(
     chunking = chunking or ChunkingOptions()
     base = root if root.is_dir() else root.parent
     report = IngestReport()
-    stored = store.document_hashes(str(root))
+    # Only documents under this root: "/kb/docs/" must not claim (and prune) those of "/kb/docs2/".
+    if root.is_dir():
+        stored = store.document_hashes(str(root) + os.sep)
+    else:
+        stored = {k: v for k, v in store.document_hashes(str(root)).items() if k == str(root)}
     seen: set[str] = set()
     pending: list[_Prepared] = []
 

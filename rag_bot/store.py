@@ -185,7 +185,7 @@ class VectorStore:
         """source -> content hash of every stored document under a prefix (for incremental sync)."""
         rows = self.conn.execute(
             "SELECT source, content_hash FROM documents WHERE kind = %s AND source LIKE %s",
-            (kind, source_prefix.replace("%", r"\%") + "%"),
+            (kind, source_prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"),
         ).fetchall()
         return dict(rows)
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,21 @@ def test_ingest_is_incremental_and_prunes_deleted_files(
     assert [Path(s).name for s in pruned.deleted] == ["b.md"]
     texts = [r[0] for r in store.conn.execute("SELECT text FROM chunks").fetchall()]
     assert texts == ["# A\n\nSecond version, changed."]
+
+
+def test_ingest_of_one_folder_never_prunes_a_sibling_folder_with_a_similar_name(
+    tmp_path: Path, store: VectorStore, embedder: FastE5Embedder
+) -> None:
+    _write(tmp_path / "kb_docs" / "a.md", "# A\n\nIn kb_docs.")
+    _write(tmp_path / "kb_docs2" / "b.md", "# B\n\nIn kb_docs2.")
+    _write(tmp_path / "kbXdocs" / "c.md", "# C\n\nIn kbXdocs ('_' is a wildcard in SQL LIKE).")
+    sync_documents(tmp_path / "kb_docs2", store, embedder)
+    sync_documents(tmp_path / "kbXdocs", store, embedder)
+    report = sync_documents(tmp_path / "kb_docs", store, embedder)
+    assert report.deleted == [] and [Path(s).name for s in report.added] == ["a.md"]
+    single = sync_documents(tmp_path / "kb_docs" / "a.md", store, embedder)
+    assert single.deleted == [] and [Path(s).name for s in single.unchanged] == ["a.md"]
+    assert store.count_chunks() == 3
 
 
 def test_ingest_of_missing_path_is_a_clear_error(tmp_path: Path, store: VectorStore, embedder: FastE5Embedder) -> None:
@@ -174,3 +189,130 @@ def test_ingest_interrupted_while_writing_a_changed_file_keeps_its_old_version(
     assert [Path(s).name for s in report.updated] == ["policy.md"]
     texts = [row[0] for row in store.conn.execute("SELECT text FROM chunks ORDER BY ordinal").fetchall()]
     assert len(texts) == 3 and all("marker-7" in text for text in texts)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+@pytest.fixture
+def settings_on_store(store: VectorStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[VectorStore]:
+    """The CLI's settings pointed at the test store (its database URL through the environment)."""
+    from rag_bot.config import get_settings
+
+    monkeypatch.setenv("RAG_BOT_DATABASE_URL", store._url)
+    get_settings.cache_clear()
+    yield store
+    get_settings.cache_clear()
+
+
+def test_ingest_command_skips_a_file_over_the_size_limit_setting(
+    tmp_path: Path, settings_on_store: VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from rag_bot.cli import main
+
+    _write(tmp_path / "good.md", "# Good\n\nA small document about delivery times.")
+    with (tmp_path / "huge.txt").open("wb") as handle:
+        handle.truncate(3 * 1024 * 1024)  # sparse: 3 MB on paper, nothing written to disk
+    monkeypatch.setenv("RAG_BOT_INGEST_MAX_FILE_MB", "2")
+    result = CliRunner().invoke(main, ["ingest", "docs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "added 1," in result.output and "failed 1" in result.output
+    assert "huge.txt: 3.0 MB is over the 2 MB limit (RAG_BOT_INGEST_MAX_FILE_MB)" in result.output
+    sources = [row[0] for row in settings_on_store.conn.execute("SELECT source FROM documents").fetchall()]
+    assert [Path(s).name for s in sources] == ["good.md"]
+
+
+def test_ingest_reports_password_protected_and_legacy_office_files(
+    tmp_path: Path, store: VectorStore, embedder: FastE5Embedder
+) -> None:
+    import io
+
+    import docx
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    document = docx.Document()
+    document.add_paragraph("Salaries of the board for 2025.")
+    plain = io.BytesIO()
+    document.save(plain)
+    plain.seek(0)
+    with (tmp_path / "locked.docx").open("wb") as locked:
+        OOXMLFile(plain).encrypt("secret", locked)  # what Word writes for "Encrypt with password"
+    plain.seek(0)
+    _write(tmp_path / "open.docx", plain.read())
+    # An OLE file without an encrypted package: an old .doc renamed to .docx.
+    _write(tmp_path / "old.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 1024)
+    report = sync_documents(tmp_path, store, embedder)
+    assert [Path(s).name for s in report.added] == ["open.docx"]
+    reasons = {Path(source).name: reason for source, reason in report.failed}
+    assert reasons["locked.docx"] == "locked.docx: the file is password-protected. Save a copy without a password."
+    assert "old Word (.doc) file" in reasons["old.docx"]
+
+
+# Runs sync_documents in a child process that drops to another user once it is connected to the store
+# and has read one warm-up file: the server's socket, the embedder's cached weights and the Python
+# installation may all be under root's home, closed to that user.
+_INGEST_AS_USER = """
+import json, os, sys, tempfile
+from pathlib import Path
+from ingest.chunking import chunk_document
+from ingest.documents import load_document
+from ingest.pipeline import sync_documents
+from rag_bot.config import Settings
+from rag_bot.embeddings import FastE5Embedder
+from rag_bot.store import VectorStore
+
+url, folder, uid, gid = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+embedder = FastE5Embedder(Settings().cache_dir / "embeddings")
+store = VectorStore(url, embedder_name=embedder.name, dim=embedder.dim)
+store.conn
+warm = Path(tempfile.mkdtemp()) / "warm.md"
+warm.write_text("# Warm-up\\n\\nLoads the lazily imported modules.", encoding="utf-8")
+embedder.embed_passages([c.text for c in chunk_document(load_document(warm, root=warm.parent))])
+if os.geteuid() != uid:
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+report = sync_documents(folder, store, embedder)
+print(json.dumps({"uid": os.geteuid(), "added": report.added, "failed": report.failed}))
+"""
+
+
+@pytest.mark.slow
+def test_ingest_reports_unreadable_files_and_folders(store: VectorStore) -> None:
+    import json
+    import pwd
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() == 0:
+        # root reads any file whatever its mode, so the ingest runs as an unprivileged user.
+        try:
+            user = pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("running as root and there is no 'nobody' user to drop to, so chmod 000 cannot be tested")
+        uid, gid = user.pw_uid, user.pw_gid
+    else:
+        uid, gid = os.getuid(), os.getgid()
+    folder = Path(tempfile.mkdtemp(prefix="rag_bot_perm_"))  # pytest's tmp_path is closed to other users
+    try:
+        folder.chmod(0o755)
+        _write(folder / "readable.md", "# Readable\n\nEveryone may read this.").chmod(0o644)
+        _write(folder / "secret.md", "# Secret\n\nOnly the owner may read this.").chmod(0o000)
+        _write(folder / "private" / "inside.md", "# Inside\n\nIn a closed folder.")
+        (folder / "private").chmod(0o000)
+        child = subprocess.run(
+            [sys.executable, "-c", _INGEST_AS_USER, store._url, str(folder), str(uid), str(gid)],
+            capture_output=True, text=True, timeout=300, cwd=str(Path(__file__).resolve().parent.parent),
+        )
+        assert child.returncode == 0, child.stderr[-3000:]
+        report = json.loads(child.stdout.strip().splitlines()[-1])
+    finally:
+        (folder / "private").chmod(0o755)
+        shutil.rmtree(folder, ignore_errors=True)
+    assert report["uid"] == uid
+    assert [Path(s).name for s in report["added"]] == ["readable.md"]
+    reasons = {Path(source).name: reason for source, reason in report["failed"]}
+    assert reasons["secret.md"].startswith("secret.md: permission denied.")
+    assert reasons["private"] == "cannot be read (Permission denied)"
