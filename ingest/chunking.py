@@ -15,12 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llama_index.core import Document
-from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
-from llama_index.core.utils import get_tokenizer
-
 from ingest.documents import LoadedDocument
-from ingest.semantic import semantic_splitter
 from rag_bot.config import Settings
 from rag_bot.embeddings import Embedder
 from rag_bot.store import ChunkRecord
@@ -68,6 +63,8 @@ def wants_semantic_split(document: LoadedDocument, options: ChunkingOptions) -> 
     text = "\n".join(section.text for section in document.sections)
     if _HEADING.search(text):
         return False
+    from llama_index.core.utils import get_tokenizer
+
     return len(get_tokenizer()(text)) >= options.semantic_min_tokens
 
 
@@ -78,6 +75,12 @@ def chunk_document(
 
     `embedder` is needed only for topic-change splitting; without it every document is cut by structure.
     """
+    # llama-index takes seconds to import: a no-op re-run, which chunks nothing, never pays for it.
+    from llama_index.core import Document
+    from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
+
+    from ingest.semantic import semantic_splitter
+
     options = options or ChunkingOptions()
     splitter = SentenceSplitter(chunk_size=options.chunk_size, chunk_overlap=options.overlap)
     semantic = (
