@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from analytics_fixtures import demo_admin_url, demo_db  # noqa: F401
+from analytics_fixtures import demo_admin_url, demo_db, sql_runner  # noqa: F401
 
 from ingest.db_schema import sync_schema, sync_schema_notes
 from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
@@ -42,12 +42,6 @@ def schema_store(pg_admin_url: str, demo_db: DemoLoadReport, embedder: Embedder)
     sync_schema_notes(NOTES, store, embedder, database="demo")
     yield store
     store.close()
-
-
-@pytest.fixture(scope="module")
-def runner(demo_db: DemoLoadReport) -> Iterator[PostgresSqlRunner]:
-    with PostgresSqlRunner(demo_db.readonly_url, statement_timeout_ms=5000) as sql_runner:
-        yield sql_runner
 
 
 def _sql(sql: str, status: str = "answerable") -> str:
@@ -97,23 +91,23 @@ def test_periods_are_literal_half_open_ranges_from_today() -> None:
 
 
 def test_postgres_error_goes_back_to_the_llm_and_the_repair_writes_sql_without_the_gate(
-    schema_store: VectorStore, embedder: Embedder, runner: PostgresSqlRunner
+    schema_store: VectorStore, embedder: Embedder, sql_runner: PostgresSqlRunner
 ) -> None:
     llm = FakeLLM([_sql("SELECT count(*) FROM orders o WHERE o.no_such_column = 1"),
                    json.dumps({"sql": "SELECT count(*) AS n FROM orders"})])
     answer = answer_analytics("how many orders are there?", llm=llm, store=schema_store, embedder=embedder,
-                              runner=runner, language="en", today=TODAY, options=NO_EXTRAS)
+                              runner=sql_runner, language="en", today=TODAY, options=NO_EXTRAS)
     assert answer.status == "ok" and answer.retries == 1 and answer.rows[0][0] > 30000
     repair_turn = llm.received[1][-1].content
     assert "no_such_column" in repair_turn and "failed" in repair_turn
 
 
 def test_unclear_question_gets_a_clarification_listing_the_data(
-    schema_store: VectorStore, embedder: Embedder, runner: PostgresSqlRunner
+    schema_store: VectorStore, embedder: Embedder, sql_runner: PostgresSqlRunner
 ) -> None:
     llm = FakeLLM([_sql("", status="unclear")])
     answer = answer_analytics("как дела у бизнеса?", llm=llm, store=schema_store, embedder=embedder,
-                              runner=runner, language="ru", today=TODAY, options=NO_EXTRAS)
+                              runner=sql_runner, language="ru", today=TODAY, options=NO_EXTRAS)
     assert answer.status == "clarify" and "Уточните" in answer.text and "orders" in answer.text
     assert answer.sql is None and len(llm.received) == 1
 
