@@ -61,8 +61,11 @@ class LlamaIndexEmbedding(BaseEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         vectors = np.asarray(self._embedder.embed_passages(texts), dtype=np.float32)
         if self.centre and len(vectors) > 1:
-            vectors = vectors - vectors.mean(axis=0)
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            centred = vectors - vectors.mean(axis=0)
+            norms = np.linalg.norm(centred, axis=1, keepdims=True)
+            # Identical texts (two sentences make two identical groups) centre to zero: nothing to compare.
+            if norms.min() > 1e-6:
+                vectors = centred / norms
         return vectors.tolist()
 
 

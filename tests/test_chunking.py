@@ -93,3 +93,10 @@ def test_semantic_split_is_only_for_long_prose_without_headings() -> None:
     assert not wants_semantic_split(_document(prose), ChunkingOptions(semantic_min_tokens=10_000))  # short
     assert not wants_semantic_split(_document(prose, fmt="csv"), options)  # tables are cut by rows
     assert not wants_semantic_split(_document(prose), ChunkingOptions(semantic=False, semantic_min_tokens=100))
+
+
+@pytest.mark.parametrize("text", ["One sentence only.", "Two sentences here. And a second one."])
+def test_semantic_split_of_a_text_too_short_to_compare_keeps_it_whole(text: str, embedder: FastE5Embedder) -> None:
+    # Two sentences make two identical sentence groups: centred, both vectors are zero.
+    chunks = chunk_document(_document(text), ChunkingOptions(semantic_min_tokens=0), embedder=embedder)
+    assert [c.text for c in chunks] == [text]
