@@ -573,6 +573,22 @@ def sql(**flags: Any) -> None:
                         add_solved_example(store, embedder, item.question, first, domain=f"examples:{database}")
 
         results: dict[str, list[ItemResult]] = {flags["label"]: []}
+        output = flags["output"] or Path("bench/results") / f"sql_eval_{datetime.now():%Y%m%d_%H%M%S}.json"
+        output.parent.mkdir(parents=True, exist_ok=True)
+
+        def save() -> dict[str, Any]:
+            """Write what is done so far (after every question: a long CPU run can be stopped any time)."""
+            summaries = {name: summarise(rs) for name, rs in results.items() if rs}
+            payload = {
+                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()},
+                "options": asdict(options),
+                "n_items": len(items),
+                "summaries": summaries,
+                "items": {name: [asdict(r) for r in rs] for name, rs in results.items()},
+            }
+            output.write_text(json.dumps(payload, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+            return summaries
+
         if flags["baseline"] == "llamaindex":
             results["llamaindex"] = []
         from tqdm import tqdm
@@ -631,6 +647,7 @@ def sql(**flags: Any) -> None:
                     timings=timings,
                 )
             )
+            save()
         if "llamaindex" in results:
             # A separate pass, so each system's prompts follow each other and both get the server's
             # prefix cache for their own fixed schema text.
@@ -639,18 +656,9 @@ def sql(**flags: Any) -> None:
                     _run_baseline(item, llm, reader_urls[item.database], runners[item.database],
                                   admin_urls[item.database])
                 )
-        summaries = {name: summarise(rs) for name, rs in results.items()}
+                save()
+        summaries = save()
         click.echo(_table(summaries))
-        output = flags["output"] or Path("bench/results") / f"sql_eval_{datetime.now():%Y%m%d_%H%M%S}.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()},
-            "options": asdict(options),
-            "n_items": len(items),
-            "summaries": summaries,
-            "items": {name: [asdict(r) for r in rs] for name, rs in results.items()},
-        }
-        output.write_text(json.dumps(payload, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
         click.echo(f"wrote {output}")
     finally:
         for runner in runners.values():
