@@ -71,9 +71,9 @@ def sync_documents(
     """Bring the store in line with the files under `root` (a folder or one file).
 
     Chunks of consecutive documents are embedded together, about `batch_chunks` per call (small
-    documents would otherwise be embedded one call each, at half the speed); then each document is
-    written in its own transaction. An interruption loses at most the unwritten batch, never half a
-    document, and nothing is pruned until every file was seen.
+    documents would otherwise be embedded one call each, at half the speed), and written together in
+    one transaction. An interruption loses at most the unwritten batch, never half a document, and
+    nothing is pruned until every file was seen.
     """
     root = root.resolve()
     if not root.exists():
@@ -152,7 +152,7 @@ def sync_documents(
 
 
 def _embed_and_write(batch: list[_Prepared], store: VectorStore, embedder: Embedder, report: IngestReport) -> None:
-    """Embed a batch of documents in one call, then write each document atomically.
+    """Embed a batch of documents in one call, then write them in one transaction.
 
     If the batch call fails, each document is embedded alone, so a text the model rejects fails only
     its own file.
@@ -168,9 +168,11 @@ def _embed_and_write(batch: list[_Prepared], store: VectorStore, embedder: Embed
         logger.exception("embedding failed for %s", source)
         report.failed.append((source, f"{Path(source).name}: embedding failed ({exc})."))
         return
-    start = 0
+    items, start = [], 0
     for doc in batch:
-        store.upsert_document(doc.record, doc.chunks, vectors[start : start + len(doc.texts)])
+        items.append((doc.record, doc.chunks, vectors[start : start + len(doc.texts)]))
         start += len(doc.texts)
+    store.upsert_documents(items)
+    for doc in batch:
         report.chunks += len(doc.chunks)
         (report.updated if doc.is_update else report.added).append(doc.record.source)
