@@ -228,24 +228,12 @@ def llamaindex_baseline(passages: Sequence[Passage], embedder: Embedder) -> Retr
     """llama-index's plain VectorStoreIndex (SimpleVectorStore) with our embedder wrapped."""
     try:
         from llama_index.core import VectorStoreIndex
-        from llama_index.core.base.embeddings.base import BaseEmbedding
         from llama_index.core.schema import TextNode
         from llama_index.core.vector_stores import ExactMatchFilter, MetadataFilters
+
+        from ingest.semantic import LlamaIndexEmbedding
     except ImportError as exc:
         raise click.ClickException("The baseline needs llama-index-core: `uv sync` installs it.") from exc
-
-    class _Wrapped(BaseEmbedding):
-        def _get_query_embedding(self, query: str) -> list[float]:
-            return [float(x) for x in embedder.embed_queries([query])[0]]
-
-        async def _aget_query_embedding(self, query: str) -> list[float]:
-            return self._get_query_embedding(query)
-
-        def _get_text_embedding(self, text: str) -> list[float]:
-            return [float(x) for x in embedder.embed_passages([text])[0]]
-
-        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-            return [[float(x) for x in row] for row in embedder.embed_passages(texts)]
 
     nodes = [
         TextNode(
@@ -257,7 +245,7 @@ def llamaindex_baseline(passages: Sequence[Passage], embedder: Embedder) -> Retr
         )
         for p in passages
     ]
-    index = VectorStoreIndex(nodes, embed_model=_Wrapped(model_name=embedder.name, embed_batch_size=256))
+    index = VectorStoreIndex(nodes, embed_model=LlamaIndexEmbedding(embedder))
 
     def retrieve(q: Question, k: int) -> list[tuple[str, str]]:
         # Same audience rule as ours (plain metadata filter), so the comparison is about ranking.
