@@ -524,7 +524,7 @@ def sql(**flags: Any) -> None:
     llm = OpenAICompatClient(
         flags["llm_url"],
         flags["llm_model"],
-        timeout_s=settings.llm_timeout_s,
+        timeout_s=flags["llm_timeout"],
         max_retries=1,
         temperature=0.0,
         max_tokens=400,
