@@ -30,9 +30,12 @@ def _accuracy(items: list[dict[str, Any]]) -> str:
 
 
 def report(payload: dict[str, Any]) -> str:
-    systems: dict[str, list[dict[str, Any]]] = payload["items"]
+    systems: dict[str, list[dict[str, Any]]] = {k: v for k, v in payload["items"].items() if v}
     ours = systems.get("rag_bot") or next(iter(systems.values()))
-    lines = [f"# SQL evaluation ({payload['n_items']} questions)", "",
+    done = len(ours)
+    title = f"{payload['n_items']} questions" if done >= payload["n_items"] else (
+        f"PARTIAL: {done} of {payload['n_items']} questions done, the run was stopped")
+    lines = [f"# SQL evaluation ({title})", "",
              "Options: `" + json.dumps(payload["options"]) + "`", ""]
 
     sets = sorted({_set_of(i) for i in ours})
