@@ -230,8 +230,13 @@ def iter_rated_answers(conn: psycopg.Connection, schema: str, *, min_rating: int
                  WHERE u."threadId" = s."threadId" AND u.type = 'user_message'
                    AND coalesce(u."createdAt", '') <= coalesce(s."createdAt", '')
                  ORDER BY u."createdAt" DESC LIMIT 1)
-        FROM "{schema}".steps s JOIN "{schema}".feedbacks f ON f."forId" = s.id
-        WHERE s.type = 'assistant_message' AND f.value >= %s
+        FROM "{schema}".feedbacks f
+        JOIN "{schema}".steps r ON r.id = f."forId"
+        -- Chainlit's UI rates the turn (the `on_message` run step); API clients may rate the message.
+        JOIN LATERAL (SELECT * FROM "{schema}".steps m
+                       WHERE m.type = 'assistant_message' AND (m.id = r.id OR m."parentId" = r.id)
+                       ORDER BY m."createdAt" DESC LIMIT 1) s ON true
+        WHERE f.value >= %s
         ORDER BY s."createdAt", s.id
         """,  # type: ignore[arg-type]
         (min_rating,),

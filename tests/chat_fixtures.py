@@ -56,11 +56,15 @@ async def store_rated_thread(
     for index, (question, meta, rating) in enumerate(turns):
         await layer.create_step(step(thread_id, "user_message", question, f"2025-01-01T10:0{index}:00Z",
                                      name=identifier))
+        # As Chainlit 2.12 records a turn: the `on_message` run step with the answer under it.
+        turn = step(thread_id, "run", "", f"2025-01-01T10:0{index}:10Z", name="on_message")
+        await layer.create_step(turn)
         answer = step(thread_id, "assistant_message", meta.answer or "…", f"2025-01-01T10:0{index}:30Z",
                       meta.to_metadata(), name="Assistant")
+        answer["parentId"] = turn["id"]
         await layer.create_step(answer)
         answer_ids.append(answer["id"])
         if rating is not None:
-            # No threadId, as a client may send it: the layer looks it up.
-            await layer.upsert_feedback(Feedback(forId=answer["id"], value=rating, comment="ok"))  # type: ignore[arg-type]
+            # The UI rates the turn (the run step), with no threadId: the layer resolves both.
+            await layer.upsert_feedback(Feedback(forId=turn["id"], value=rating, comment="ok"))  # type: ignore[arg-type]
     return thread_id, answer_ids

@@ -57,8 +57,9 @@ def test_thread_steps_elements_and_feedback_roundtrip_through_the_data_layer(cha
             thread = await layer.get_thread(thread_id)
             assert thread is not None and thread["userIdentifier"] == "olga"
             answer = next(s for s in thread["steps"] if s["id"] == answer_id)
-            assert answer["feedback"] is not None and answer["feedback"]["value"] == 1
-            assert answer["feedback"]["comment"] == "ok"
+            turn = next(s for s in thread["steps"] if s["id"] == answer["parentId"])  # the UI rates the turn
+            assert turn["type"] == "run" and turn["feedback"] is not None and turn["feedback"]["value"] == 1
+            assert turn["feedback"]["comment"] == "ok"
             assert AnswerMeta.from_metadata(answer["metadata"]) == meta
             urls = {e["name"]: e["url"] for e in thread["elements"]}
             assert urls["chart.png"].startswith("data:image/png;base64,")

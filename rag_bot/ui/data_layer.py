@@ -119,7 +119,13 @@ class ChatDataLayer(SQLAlchemyDataLayer):
                 feedback.threadId = str(rows[0]["threadId"])
         feedback_id = await super().upsert_feedback(feedback)
         if feedback.value == 1 and self.on_thumbs_up is not None:
-            step = await self.get_step(feedback.forId)
+            # Chainlit's UI rates the turn (the `on_message` run step): its answer is the last
+            # assistant message under it.
+            rows = await self.execute_sql(
+                "SELECT id FROM steps WHERE type = 'assistant_message' AND (id = :id OR \"parentId\" = :id) "
+                'ORDER BY "createdAt" DESC LIMIT 1', {"id": feedback.forId})
+            answer_id = str(rows[0]["id"]) if isinstance(rows, list) and rows else feedback.forId
+            step = await self.get_step(answer_id)
             meta = AnswerMeta.from_metadata(step.get("metadata") if step else None)
             if meta is not None and meta.sql and meta.sql_ok:
                 try:
