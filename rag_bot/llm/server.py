@@ -116,6 +116,9 @@ class LLMServer:
                 "--n_threads", str(self.threads),
                 "--host", self.host,
                 "--port", str(self.port),
+                # Its default ends a running stream (empty, no finish reason) whenever another request
+                # waits: two users asking at once would both get empty answers. Queue them instead.
+                "--interrupt_requests", "False",
             ]  # fmt: skip
             return argv, env
 
