@@ -7,14 +7,18 @@ Import the fixtures by name in a test module (`from analytics_fixtures import de
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 
 import psycopg
 import pytest
 
+from ingest.db_schema import sync_schema
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
-from rag_bot.db import with_database
+from rag_bot.db import ensure_database, with_database
 from rag_bot.demo import TABLES, DemoLoadReport, load_demo_database
+from rag_bot.embeddings import Embedder
+from rag_bot.store import VectorStore
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +31,17 @@ def demo_db(pg_admin_url: str) -> DemoLoadReport:
 def demo_admin_url(pg_admin_url: str, demo_db: DemoLoadReport) -> str:
     """Superuser URL of the demo database: for checksums and for running gold SQL."""
     return with_database(pg_admin_url, demo_db.db_name)
+
+
+def demo_schema_store(pg_admin_url: str, demo_db: DemoLoadReport, embedder: Embedder, prefix: str,
+                      domain: str | Mapping[str, str] | None = None) -> VectorStore:
+    """A fresh store database holding the demo DB's schema documents (the caller closes it)."""
+    name = prefix + uuid.uuid4().hex[:8]
+    ensure_database(pg_admin_url, name)
+    store = VectorStore(with_database(pg_admin_url, name), embedder_name=embedder.name, dim=embedder.dim)
+    store.migrate()
+    sync_schema(demo_db.readonly_url, store, embedder, domain=domain, database="demo")
+    return store
 
 
 @pytest.fixture

@@ -8,20 +8,18 @@ What a real model writes is measured by `rag-bot eval sql`; these tests pin the 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
-from analytics_fixtures import demo_admin_url, demo_db, sql_runner  # noqa: F401
+from analytics_fixtures import demo_admin_url, demo_db, demo_schema_store, sql_runner  # noqa: F401
 
 from ingest.db_schema import sync_schema, sync_schema_notes
 from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
 from rag_bot.analytics.schema_context import retrieve_schema_context
 from rag_bot.analytics.sql_generation import annotate_periods, build_messages, period_hints
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
-from rag_bot.db import ensure_database, with_database
 from rag_bot.demo import DemoLoadReport
 from rag_bot.embeddings import Embedder
 from rag_bot.llm.fake import FakeLLM
@@ -34,11 +32,7 @@ NO_EXTRAS = AnalyticsOptions(narrate=False, explain=False, examples=0)
 
 @pytest.fixture(scope="module")
 def schema_store(pg_admin_url: str, demo_db: DemoLoadReport, embedder: Embedder) -> Iterator[VectorStore]:
-    name = "pipeline_" + uuid.uuid4().hex[:8]
-    ensure_database(pg_admin_url, name)
-    store = VectorStore(with_database(pg_admin_url, name), embedder_name=embedder.name, dim=embedder.dim)
-    store.migrate()
-    sync_schema(demo_db.readonly_url, store, embedder, database="demo")
+    store = demo_schema_store(pg_admin_url, demo_db, embedder, "pipeline_")
     sync_schema_notes(NOTES, store, embedder, database="demo")
     yield store
     store.close()

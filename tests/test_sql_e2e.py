@@ -6,18 +6,16 @@ gold SQL's rows on the demo database. Slow (minutes on 2 CPU cores)."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
-from analytics_fixtures import demo_admin_url, demo_db  # noqa: F401
+from analytics_fixtures import demo_admin_url, demo_db, demo_schema_store  # noqa: F401
 
-from ingest.db_schema import sync_schema, sync_schema_notes
+from ingest.db_schema import sync_schema_notes
 from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
-from rag_bot.db import ensure_database, with_database
 from rag_bot.demo import DemoLoadReport
 from rag_bot.embeddings import Embedder
 from rag_bot.evaluation.sql import DEMO_TABLE_DOMAINS, results_match, run_gold
@@ -31,11 +29,7 @@ GOLD = {json.loads(line)["question"]: json.loads(line) for line in
 
 @pytest.fixture(scope="module")
 def demo_store(pg_admin_url: str, demo_db: DemoLoadReport, embedder: Embedder) -> Iterator[VectorStore]:
-    name = "t_e2e_" + uuid.uuid4().hex[:8]
-    ensure_database(pg_admin_url, name)
-    store = VectorStore(with_database(pg_admin_url, name), embedder_name=embedder.name, dim=embedder.dim)
-    store.migrate()
-    sync_schema(demo_db.readonly_url, store, embedder, domain=DEMO_TABLE_DOMAINS, database="demo")
+    store = demo_schema_store(pg_admin_url, demo_db, embedder, "t_e2e_", domain=DEMO_TABLE_DOMAINS)
     sync_schema_notes(REPO / "knowledge_base/db/README.md", store, embedder, database="demo")
     yield store
     store.close()
