@@ -74,24 +74,19 @@ def _shift_months(day: date, months: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
+_PERIOD_NAMES_RU = {
+    "this_month": "этот месяц", "last_month": "прошлый месяц", "this_quarter": "этот квартал",
+    "last_quarter": "прошлый квартал", "this_year": "этот год", "last_year": "прошлый год",
+}
+
+
 def period_hints(today: date) -> str:
     """Relative periods as literal half-open ranges: small models get "last quarter" wrong otherwise."""
-    month = today.replace(day=1)
-    quarter = _quarter_start(today)
-    year = date(today.year, 1, 1)
-
-    def span(start: date, end: date) -> str:
-        return f"'{start.isoformat()}' to '{end.isoformat()}' (end excluded)"
-
-    periods = [
-        ("this month (этот месяц)", month, _shift_months(month, 1)),
-        ("last month (прошлый месяц)", _shift_months(month, -1), month),
-        ("this quarter (этот квартал)", quarter, _shift_months(quarter, 3)),
-        ("last quarter (прошлый квартал)", _shift_months(quarter, -3), quarter),
-        ("this year (этот год)", year, date(today.year + 1, 1, 1)),
-        ("last year (прошлый год)", date(today.year - 1, 1, 1), year),
-    ]
-    lines = "\n".join(f"- {name}: {span(start, end)}" for name, start, end in periods)
+    lines = "\n".join(
+        f"- {key.replace('_', ' ')} ({_PERIOD_NAMES_RU[key]}): '{start.isoformat()}' to '{end.isoformat()}' "
+        "(end excluded)"
+        for key, (start, end) in _periods(today).items()
+    )
     return f"Today is {today.isoformat()}. Relative periods:\n{lines}"
 
 
