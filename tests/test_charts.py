@@ -75,3 +75,37 @@ def test_data_and_code_helpers() -> None:
     assert data_csv(["a", "b"], [(dt.date(2024, 1, 2), decimal.Decimal("1.5"))]) == b"a,b\r\n2024-01-02,1.5\r\n"
     assert extract_code("text\n```python\nprint(1)\n```\nmore") == "print(1)"
     assert extract_code("print(2)") == "print(2)"
+
+
+def _inspect(sandbox: SubprocessSandbox, code: str) -> dict | None:
+    from rag_bot.evaluation.charts import INSPECT_PROLOGUE, figure_summary
+
+    result = sandbox.run(INSPECT_PROLOGUE + "\n" + extract_code(code), {"data.csv": data_csv(COLUMNS, ROWS)},
+                         timeout_s=20.0)
+    assert result.ok, result.error
+    return figure_summary(result.stdout)
+
+
+def test_eval_reads_what_the_saved_figure_draws(sandbox: SubprocessSandbox) -> None:
+    from rag_bot.evaluation.charts import chart_matches
+
+    summary = _inspect(sandbox, GOOD)
+    assert summary is not None and summary["axes"][0]["bars"] == 12
+    assert summary["axes"][0]["title"] == "Выручка по месяцам"
+    assert chart_matches(summary, "bar", {"points": 12})[0]
+    assert not chart_matches(summary, "bar", {"points": 7})[0]  # one series: exactly one bar per point
+    assert not chart_matches(summary, "line", {"points": 12})[0]  # bars where a line was asked
+    assert chart_matches(summary, "stacked_bar", {"points": 7, "series": "segment"})[0]
+
+
+def test_eval_counts_line_points_and_pie_wedges(sandbox: SubprocessSandbox) -> None:
+    from rag_bot.evaluation.charts import chart_matches
+
+    line = "import pandas as pd\nimport matplotlib.pyplot as plt\ndf = pd.read_csv('data.csv')\n" \
+           "plt.plot(df['month'], df['revenue'], marker='o')\nplt.savefig('chart.png')\nplt.close()\n"
+    summary = _inspect(sandbox, line)
+    assert chart_matches(summary, "line", {"points": 12}) == (True, "line: 12 marks, expected 12")
+    pie = "import pandas as pd\nimport matplotlib.pyplot as plt\ndf = pd.read_csv('data.csv').head(3)\n" \
+          "plt.pie(df['revenue'], labels=df['month'])\nplt.savefig('chart.png')\n"
+    assert chart_matches(_inspect(sandbox, pie), "pie", {"points": 3})[0]
+    assert chart_matches(None, "pie", {"points": 3}) == (False, "no figure")

@@ -2,8 +2,11 @@
 
 Each request's data come from its gold SQL (run through the read-only runner), so the number measures
 the chart step alone: code generation by the LLM + the sandbox. A chart counts as valid when the
-sandbox returns a PNG that decodes; whether it shows what `expect` describes is not checked
-automatically, so the JSON keeps every generated script for inspection.
+sandbox returns a PNG that decodes. Whether it shows what `expect` describes is checked from the
+figure itself: the generated script runs once more in the sandbox behind a prologue that, on
+`savefig`, prints what each axes holds (bars, line points, scatter points, pie wedges, labels); the
+chart matches when its kind fits `chart_type` and it draws the expected number of marks. The JSON
+keeps every generated script and figure summary for inspection.
 """
 
 from __future__ import annotations
@@ -16,6 +19,65 @@ import click
 from tqdm import tqdm
 
 from rag_bot.evaluation.common import format_table, percentile, read_jsonl, write_json
+
+
+# Runs inside the sandbox before the generated script (so it obeys the same rules): wraps savefig to
+# print one JSON line per saved figure describing its marks.
+INSPECT_PROLOGUE = """
+import json as _json
+import matplotlib.figure as _mfig
+
+_savefig_inner = _mfig.Figure.savefig
+
+
+def _describe_and_save(fig, *args, **kwargs):
+    axes = []
+    for ax in fig.get_axes():
+        kinds = [type(p).__name__ for p in ax.patches]
+        lines = [len(line.get_xdata()) for line in ax.get_lines() if len(line.get_xdata()) > 1]
+        scatter = sum(len(c.get_offsets()) for c in ax.collections if type(c).__name__ == "PathCollection")
+        axes.append({"bars": kinds.count("Rectangle"), "wedges": kinds.count("Wedge"), "lines": lines,
+                     "scatter": scatter, "title": ax.get_title(), "xlabel": ax.get_xlabel(),
+                     "ylabel": ax.get_ylabel()})
+    print("CHART_SUMMARY " + _json.dumps({"axes": axes, "suptitle": fig._suptitle.get_text() if fig._suptitle else ""}))
+    return _savefig_inner(fig, *args, **kwargs)
+
+
+_mfig.Figure.savefig = _describe_and_save
+"""
+
+_KIND = {"line": "line", "bar": "bars", "barh": "bars", "grouped_bar": "bars", "stacked_bar": "bars",
+         "histogram": "bars", "pie": "wedges", "scatter": "scatter"}
+
+
+def figure_summary(stdout: str) -> dict[str, Any] | None:
+    """The last CHART_SUMMARY line the prologue printed, or None when no figure was saved."""
+    import json
+
+    found = [line[len("CHART_SUMMARY "):] for line in stdout.splitlines() if line.startswith("CHART_SUMMARY ")]
+    return json.loads(found[-1]) if found else None
+
+
+def chart_matches(summary: dict[str, Any] | None, chart_type: str, expect: dict[str, Any]) -> tuple[bool, str]:
+    """Does the saved figure draw what the request asked for? (kind of marks, and how many)."""
+    if not summary or not summary.get("axes"):
+        return False, "no figure"
+    marks = {"bars": 0, "wedges": 0, "line": 0, "scatter": 0}
+    for ax in summary["axes"]:
+        marks["bars"] += ax["bars"]
+        marks["wedges"] += ax["wedges"]
+        marks["line"] += sum(ax["lines"])
+        marks["scatter"] += ax["scatter"]
+    kind = _KIND.get(chart_type, "bars")
+    drawn = marks[kind]
+    if "min_points" in expect:
+        ok = drawn >= expect["min_points"]
+        return ok, f"{kind}: {drawn} marks, expected at least {expect['min_points']}"
+    wanted = int(expect["points"])
+    # One series must draw exactly one mark per point; grouped/stacked/multi-series charts at least that.
+    multi = chart_type in ("grouped_bar", "stacked_bar") or "series" in expect or isinstance(expect.get("y"), list)
+    ok = drawn >= wanted if multi else drawn == wanted
+    return ok, f"{kind}: {drawn} marks, expected {'at least ' if multi else ''}{wanted}"
 
 
 def _valid_png(data: bytes | None) -> bool:
@@ -42,7 +104,7 @@ def _valid_png(data: bytes | None) -> bool:
 def charts(jsonl: Path, limit: int | None, out: Path) -> None:
     """Chart requests -> LLM code -> sandbox: valid-image share and retry share."""
     from rag_bot.analytics.sql_guard import validate_sql
-    from rag_bot.charts import answer_chart
+    from rag_bot.charts import answer_chart, data_csv
     from rag_bot.config import get_settings
     from rag_bot.db import running_postgres
     from rag_bot.wiring import build_llm, company_readonly_url
@@ -64,22 +126,32 @@ def charts(jsonl: Path, limit: int | None, out: Path) -> None:
                 started = time.perf_counter()
                 chart = answer_chart(item["request"], data.columns, data.rows, llm=llm, sandbox=box,
                                      language=item.get("language", "en"))
+                seconds = time.perf_counter() - started
+                summary_ = None
+                if chart.status == "ok" and chart.code:
+                    rerun = box.run(INSPECT_PROLOGUE + "\n" + chart.code, {"data.csv": data_csv(data.columns, data.rows)},
+                                    timeout_s=20.0)
+                    summary_ = figure_summary(rerun.stdout)
+                matches, why = chart_matches(summary_, item["chart_type"], item["expect"])
                 results.append({
                     "id": item["id"], "language": item.get("language"), "status": chart.status,
-                    "valid_image": _valid_png(chart.png), "retried": chart.retried,
-                    "seconds": time.perf_counter() - started, "code": chart.code,
+                    "valid_image": _valid_png(chart.png), "matches": matches, "match_detail": why,
+                    "retried": chart.retried, "seconds": seconds, "timings": chart.timings,
+                    "figure": summary_, "code": chart.code,
                 })
     n = len(results)
     summary = {
         "requests": n,
         "valid_image_share": sum(r["valid_image"] for r in results) / n if n else 0.0,
         "retry_share": sum(r["retried"] for r in results) / n if n else 0.0,
+        "matches_share": sum(r["matches"] for r in results) / n if n else 0.0,
         "p50_s": percentile([r["seconds"] for r in results], 50),
         "p95_s": percentile([r["seconds"] for r in results], 95),
         "llm": settings.llm_model,
     }
     write_json(out, {"summary": summary, "results": results})
-    click.echo(format_table(["requests", "valid image", "needed retry", "p50 s", "p95 s"],
-                            [[n, f"{summary['valid_image_share']:.0%}", f"{summary['retry_share']:.0%}",
+    click.echo(format_table(["requests", "valid image", "shows what was asked", "needed retry", "p50 s", "p95 s"],
+                            [[n, f"{summary['valid_image_share']:.0%}", f"{summary['matches_share']:.0%}",
+                              f"{summary['retry_share']:.0%}",
                               f"{summary['p50_s']:.1f}", f"{summary['p95_s']:.1f}"]]))
     click.echo(f"Results: {out}")

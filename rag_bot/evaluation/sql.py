@@ -684,7 +684,13 @@ def _run_baseline(item: EvalItem, llm: Any, reader_url: str, runner: Any, admin_
     rows: list[tuple[Any, ...]] | None = None
     status, error = "error", None
     try:
-        response = engine.query(item.question)
+        # The same context our pipeline gets: the demo's reference date and Defog's instructions.
+        question = item.question
+        if item.database == "demo":
+            question += f"\n(Today is {DEMO_REFERENCE_DATE.isoformat()}.)"
+        if item.instructions:
+            question += f"\n{item.instructions}"
+        response = engine.query(question)
         sql_text = str(response.metadata.get("sql_query", "")) or None
         if sql_text:
             result = runner.run_unguarded(sql_text)
