@@ -78,12 +78,9 @@ def test_data_and_code_helpers() -> None:
 
 
 def _inspect(sandbox: SubprocessSandbox, code: str) -> dict | None:
-    from rag_bot.evaluation.charts import INSPECT_PROLOGUE, figure_summary
+    from rag_bot.evaluation.charts import inspect_chart
 
-    result = sandbox.run(INSPECT_PROLOGUE + "\n" + extract_code(code), {"data.csv": data_csv(COLUMNS, ROWS)},
-                         timeout_s=20.0)
-    assert result.ok, result.error
-    return figure_summary(result.stdout)
+    return inspect_chart(sandbox, extract_code(code), COLUMNS, ROWS)
 
 
 def test_eval_reads_what_the_saved_figure_draws(sandbox: SubprocessSandbox) -> None:

@@ -53,3 +53,39 @@ def test_real_llm_answers_with_the_gold_result(
     _, gold_rows = run_gold(demo_admin_url, record["sql"])
     assert results_match(gold_rows, answer.rows, ordered="order by" in record["sql"].lower()), answer.attempts
     assert answer.text
+
+
+CHARTS = {json.loads(line)["request"]: json.loads(line) for line in
+          (REPO / "knowledge_base/eval/charts.jsonl").read_text(encoding="utf-8").splitlines()}
+
+
+@pytest.mark.llm
+@pytest.mark.e2e
+@pytest.mark.quality
+@pytest.mark.parametrize("request_text", ["Построй график выручки по месяцам за 2024 год",
+                                          "bar chart of tickets per category"])
+def test_real_llm_draws_a_standalone_chart_request(
+    request_text: str, llamacpp_server: str, demo_store: VectorStore, embedder: Embedder,
+    demo_db: DemoLoadReport, demo_admin_url: str,
+) -> None:
+    """The chat's chart path with no earlier result: SQL from the request, then code, then the sandbox."""
+    from rag_bot.charts import answer_chart
+    from rag_bot.evaluation.charts import chart_matches, inspect_chart
+    from sandbox import SubprocessSandbox
+
+    record = CHARTS[request_text]
+    llm = OpenAICompatClient(llamacpp_server, "ci-model", temperature=0.0, max_tokens=600, timeout_s=600)
+    with PostgresSqlRunner(demo_db.readonly_url, statement_timeout_ms=10000) as runner:
+        data = answer_analytics(request_text, llm=llm, store=demo_store, embedder=embedder, runner=runner,
+                                language=record["language"], today=date(2025, 12, 31),
+                                options=AnalyticsOptions(examples=0))
+    assert data.status == "ok", (data.status, data.text, data.attempts)
+    _, gold_rows = run_gold(demo_admin_url, record["sql"])
+    assert results_match(gold_rows, data.rows, ordered=False), data.attempts
+    with SubprocessSandbox(pool_size=1) as box:
+        chart = answer_chart(request_text, data.columns, data.rows, llm=llm, sandbox=box,
+                             language=record["language"])
+        assert chart.status == "ok" and chart.code, chart.message
+        summary = inspect_chart(box, chart.code, data.columns, data.rows)
+    matches, why = chart_matches(summary, record["chart_type"], record["expect"])
+    assert matches, (why, chart.code)

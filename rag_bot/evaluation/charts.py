@@ -12,6 +12,7 @@ keeps every generated script and figure summary for inspection.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ import click
 from tqdm import tqdm
 
 from rag_bot.evaluation.common import format_table, percentile, read_jsonl, write_json
-
 
 # Runs inside the sandbox before the generated script (so it obeys the same rules): wraps savefig to
 # print one JSON line per saved figure describing its marks.
@@ -56,6 +56,14 @@ def figure_summary(stdout: str) -> dict[str, Any] | None:
 
     found = [line[len("CHART_SUMMARY "):] for line in stdout.splitlines() if line.startswith("CHART_SUMMARY ")]
     return json.loads(found[-1]) if found else None
+
+
+def inspect_chart(box: Any, code: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any] | None:
+    """Run the script again in the sandbox behind INSPECT_PROLOGUE; what its saved figure draws."""
+    from rag_bot.charts import data_csv
+
+    result = box.run(INSPECT_PROLOGUE + "\n" + code, {"data.csv": data_csv(columns, rows)}, timeout_s=20.0)
+    return figure_summary(result.stdout) if result.ok else None
 
 
 def chart_matches(summary: dict[str, Any] | None, chart_type: str, expect: dict[str, Any]) -> tuple[bool, str]:
@@ -104,7 +112,7 @@ def _valid_png(data: bytes | None) -> bool:
 def charts(jsonl: Path, limit: int | None, out: Path) -> None:
     """Chart requests -> LLM code -> sandbox: valid-image share and retry share."""
     from rag_bot.analytics.sql_guard import validate_sql
-    from rag_bot.charts import answer_chart, data_csv
+    from rag_bot.charts import answer_chart
     from rag_bot.config import get_settings
     from rag_bot.db import running_postgres
     from rag_bot.wiring import build_llm, company_readonly_url
@@ -129,9 +137,7 @@ def charts(jsonl: Path, limit: int | None, out: Path) -> None:
                 seconds = time.perf_counter() - started
                 summary_ = None
                 if chart.status == "ok" and chart.code:
-                    rerun = box.run(INSPECT_PROLOGUE + "\n" + chart.code, {"data.csv": data_csv(data.columns, data.rows)},
-                                    timeout_s=20.0)
-                    summary_ = figure_summary(rerun.stdout)
+                    summary_ = inspect_chart(box, chart.code, data.columns, data.rows)
                 matches, why = chart_matches(summary_, item["chart_type"], item["expect"])
                 results.append({
                     "id": item["id"], "language": item.get("language"), "status": chart.status,
