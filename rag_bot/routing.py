@@ -219,6 +219,47 @@ def is_followup(message: str) -> bool:
     return bool(_FOLLOWUP.match(message)) and len(words) <= 8
 
 
+# A chart is drawn only when the message asks for a picture; "headcount by office" or "покажи выручку
+# по регионам" want numbers. Stems of the words people use, matched with one typo allowed
+# ("грфик", "plto"), since the router's own examples show that misspelled chart requests are common.
+_VISUAL_STEMS = (
+    "график", "графиком", "диаграмм", "гистограмм", "визуализ", "нарисуй", "нарисовать", "рисунок",
+    "chart", "plot", "graph", "diagram", "histogram", "visualize", "visualise", "draw", "pie",
+)  # fmt: skip
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def _osa_distance(a: str, b: str) -> int:
+    """Edit distance counting an adjacent transposition as one edit (optimal string alignment)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def asks_for_visual(message: str) -> bool:
+    """Does the message ask for a chart (a word like "график"/"plot", one typo allowed)?"""
+    for word in _WORD.findall(message.lower()):
+        for stem in _VISUAL_STEMS:
+            if word.startswith(stem):
+                return True
+            if len(stem) >= 6:  # long stems: the word's start, with endings ("диаграммой")
+                if len(word) >= len(stem) - 1 and min(
+                    _osa_distance(word[:n], stem) for n in (len(stem) - 1, len(stem), len(stem) + 1)
+                ) <= 1:
+                    return True
+            elif len(word) >= 4 and _osa_distance(word, stem) <= 1:  # short ones: the whole word
+                return True
+    return False
+
+
 _CLARIFY = {
     "ru": "Уточните, пожалуйста: вопрос про {a} или про {b}?",
     "en": "Just to be sure: is your question about {a} or about {b}?",
@@ -297,6 +338,10 @@ class Router:
             )
             return route
 
+        if not asks_for_visual(message):
+            # No picture asked for: "chart" is never the answer, the data question behind it is.
+            intent_probs = [(label, p) for label, p in intent_probs if label != "chart"]
+            intent, intent_conf = intent_probs[0]
         if intent_conf < self._settings.intent_confidence and self._llm is not None:
             candidates = [label for label, p in intent_probs if p >= 0.02][:3]
             if len(candidates) > 1:
@@ -375,6 +420,7 @@ __all__ = [
     "Route",
     "Router",
     "Turn",
+    "asks_for_visual",
     "classify_sentiment",
     "is_followup",
 ]

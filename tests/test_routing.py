@@ -14,7 +14,7 @@ import yaml
 from rag_bot.errors import ConfigError, LLMUnavailable
 from rag_bot.llm.fake import FakeLLM
 from rag_bot.profiles import DEFAULT_PROFILES_FILE, INTENTS, ProfilesConfig, load_profiles
-from rag_bot.routing import Conversation, Router, classify_sentiment, is_followup
+from rag_bot.routing import Conversation, Router, asks_for_visual, classify_sentiment, is_followup
 
 
 class HashingEmbedder:
@@ -139,11 +139,11 @@ def test_confident_message_stays_on_the_fast_path_without_calling_the_llm() -> N
 def test_unsure_fast_path_asks_the_llm_to_choose_among_intents() -> None:
     llm = FakeLLM(replies=["chart"])
     route = make_router(small_config(intent_confidence=1.0, domain_confidence=0.0), llm=llm).classify(
-        "orders revenue picture"
+        "orders revenue diagram"
     )
     assert route.intent == "chart" and route.path == "slow"
     assert len(llm.received) == 1
-    assert "orders revenue picture" in llm.received[0][-1].content
+    assert "orders revenue diagram" in llm.received[0][-1].content
 
 
 def test_llm_outage_keeps_the_fast_path_choice() -> None:
@@ -153,6 +153,35 @@ def test_llm_outage_keeps_the_fast_path_choice() -> None:
 
     route = make_router(small_config(intent_confidence=1.0), llm=DownLLM()).classify("how many orders last month")
     assert route.intent == "sql" and route.path == "fast"
+
+
+@pytest.mark.parametrize(
+    ("message", "visual"),
+    [
+        ("Построй график выручки по месяцам", True), ("пострй грфик выручки по годам", True),
+        ("покажи на диаграмме заказы", True), ("plto revenue by segmnet", True), ("Draw hiring by year", True),
+        ("make a histogram of order amounts", True), ("визуализируй платежи", True),
+        ("headcount by office", False), ("покажи выручку по регионам", False), ("Thanks a lot!", False),
+        ("How many characters must a password have?", False), ("Write a story about a dragon", False),
+    ],
+)
+def test_chart_requests_are_recognised_by_their_words_with_one_typo(message: str, visual: bool) -> None:
+    assert asks_for_visual(message) is visual
+
+
+def test_no_chart_without_a_request_for_a_picture() -> None:
+    # Teach the fast path that "picture ..." is a chart (a word asks_for_visual does not know): it still
+    # answers the data question (sql), and the slow path is never offered "chart" either.
+    raw = small_config(intent_confidence=0.0).model_dump()
+    raw["intents"]["chart"]["examples"] += ["picture orders", "orders picture", "picture tickets"]
+    config = ProfilesConfig.model_validate(raw)
+    assert make_router(config).classify("picture orders").intent == "sql"
+    assert make_router(config).classify("picture orders chart").intent == "chart"
+    llm = FakeLLM(replies=["sql"])
+    raw["router"]["intent_confidence"] = 1.0
+    unsure = make_router(ProfilesConfig.model_validate(raw), llm=llm).classify("picture of orders and the vacation policy")
+    assert unsure.intent == "sql"
+    assert llm.received and all("- chart:" not in m[0].content for m in llm.received)
 
 
 def test_smalltalk_and_out_of_scope_carry_no_domain() -> None:
