@@ -9,15 +9,15 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from rag_bot.db import ensure_database, start_embedded, stop_embedded, with_database
-from rag_bot.embeddings import FastE5Embedder
-from rag_bot.store import VectorStore
+from rag_bot.embeddings import Embedder, FastE5Embedder
+from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,6 +62,26 @@ def store(fresh_db_url: str, embedder: FastE5Embedder) -> Iterator[VectorStore]:
     vector_store.migrate()
     yield vector_store
     vector_store.close()
+
+
+def seed_documents(store: VectorStore, embedder: Embedder,
+                   docs: Sequence[tuple[str, str, str, str]]) -> VectorStore:
+    """Store each (source, domain, audience, text) as a one-chunk document titled by its source."""
+    for source, domain, audience, text in docs:
+        doc = DocumentRecord(source=source, title=source, domain=domain, audience=audience, language="en",
+                             content_hash="h")
+        store.upsert_document(doc, [ChunkRecord(text, 0)], embedder.embed_passages([text]))
+    return store
+
+
+@pytest.fixture
+def seeded(request: pytest.FixtureRequest, store: VectorStore, embedder: FastE5Embedder) -> VectorStore:
+    """The `store` holding the test module's `DOCS`: a list of (source, domain, audience, text)."""
+    docs = getattr(request.module, "DOCS", None)
+    if docs is None:
+        pytest.fail(f"{request.module.__name__} uses the `seeded` fixture but defines no DOCS "
+                    "(a list of (source, domain, audience, text)).")
+    return seed_documents(store, embedder, docs)
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ from rag_bot.llm.fake import FakeLLM
 from rag_bot.observability import RequestIdFilter
 from rag_bot.profiles import Profile, ProfilesConfig, get_profiles
 from rag_bot.routing import Router
-from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
+from rag_bot.store import VectorStore
 
 DOCS = [
     ("warranty.md", "support", "public",
@@ -53,15 +53,6 @@ def profiles() -> ProfilesConfig:
     staff = Profile(description="internal support staff", audience="internal", intents=["docs"],
                     domains=["support", "sales"])
     return config.model_copy(update={"profiles": {**config.profiles, "staff": staff}})
-
-
-@pytest.fixture
-def seeded(store: VectorStore, embedder: FastE5Embedder) -> VectorStore:
-    for source, domain, audience, text in DOCS:
-        doc = DocumentRecord(source=source, title=source, domain=domain, audience=audience, language="en",
-                             content_hash="h")
-        store.upsert_document(doc, [ChunkRecord(text, 0)], embedder.embed_passages([text]))
-    return store
 
 
 @pytest.fixture

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
-
 from rag_bot.assistant import Services, remember, respond, stream_text
 from rag_bot.embeddings import FastE5Embedder
 from rag_bot.llm.fake import FakeLLM
 from rag_bot.profiles import get_profiles
 from rag_bot.routing import Conversation, Router
-from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
+from rag_bot.store import VectorStore
 
 DOCS = [
     ("returns.md", "support", "public", "A laptop can be returned within 14 calendar days of delivery."),
     ("leave.md", "hr", "internal", "Ежегодный оплачиваемый отпуск сотрудника — 28 календарных дней."),
     ("bonus.md", "hr", "internal", "The sales bonus is 3 % of the margin above the plan."),
 ]
-
-
-@pytest.fixture
-def seeded(store: VectorStore, embedder: FastE5Embedder) -> VectorStore:
-    for source, domain, audience, text in DOCS:
-        doc = DocumentRecord(source=source, title=source, domain=domain, audience=audience, language="en",
-                             content_hash="h")
-        store.upsert_document(doc, [ChunkRecord(text, 0)], embedder.embed_passages([text]))
-    return store
 
 
 def _services(profile: str, seeded: VectorStore, embedder: FastE5Embedder, llm: FakeLLM) -> Services:
