@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,8 +73,10 @@ def sync_documents(
 
     Chunks of consecutive documents are embedded together, about `batch_chunks` per call (small
     documents would otherwise be embedded one call each, at half the speed), and written together in
-    one transaction. An interruption loses at most the unwritten batch, never half a document, and
-    nothing is pruned until every file was seen.
+    one transaction. One writer thread writes a batch while the next one is read and embedded (the
+    write is mostly waiting for PostgreSQL: its HNSW inserts and WAL); at most one write is in
+    flight, so memory stays bounded. An interruption loses at most the unwritten batches, never half
+    a document, and nothing is pruned until every file was seen and written.
     """
     root = root.resolve()
     if not root.exists():
@@ -88,59 +91,67 @@ def sync_documents(
         stored = {k: v for k, v in store.document_hashes(str(root)).items() if k == str(root)}
     seen: set[str] = set()
     pending: list[_Prepared] = []
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
+    writing: Future[None] | None = None
 
     def flush() -> None:
+        nonlocal writing
         if pending:
-            _embed_and_write(pending, store, embedder, report)
+            writing = _embed_and_write(list(pending), store, embedder, report, writer, writing)
             pending.clear()
 
-    for item in iter_files(root):
-        if isinstance(item, tuple):
-            report.failed.append((str(item[0]), item[1]))
-            continue
-        path = item
-        source = str(path.resolve())
-        seen.add(source)
-        if progress:
-            progress(path.name)
-        try:
-            if source in stored and stored[source] == file_hash(path):
-                report.unchanged.append(source)
+    try:
+        for item in iter_files(root):
+            if isinstance(item, tuple):
+                report.failed.append((str(item[0]), item[1]))
                 continue
-            loaded = load_document(
-                path, root=base, domain=domain, audience=audience, max_bytes=int(max_file_mb * 1024 * 1024)
+            path = item
+            source = str(path.resolve())
+            seen.add(source)
+            if progress:
+                progress(path.name)
+            try:
+                if source in stored and stored[source] == file_hash(path):
+                    report.unchanged.append(source)
+                    continue
+                loaded = load_document(
+                    path, root=base, domain=domain, audience=audience, max_bytes=int(max_file_mb * 1024 * 1024)
+                )
+                chunks = chunk_document(loaded, chunking, embedder=embedder)
+                if not chunks:
+                    raise IngestError(f"{path.name}: no text to index after chunking.")
+            except IngestError as exc:
+                report.failed.append((source, str(exc)))
+                continue
+            except PermissionError:
+                report.failed.append((source, f"{path.name}: permission denied. Let the user running the ingest "
+                                              "read it (e.g. chmod o+r), or remove it from the folder."))
+                continue
+            except OSError as exc:
+                report.failed.append((source, f"{path.name}: could not be read ({exc.strerror or exc})."))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a reader library may raise anything; skip and report
+                logger.exception("unexpected failure reading %s", path)
+                report.failed.append((source, f"{path.name}: could not be read ({type(exc).__name__}: {exc})."))
+                continue
+            record = DocumentRecord(
+                source=source,
+                title=loaded.title,
+                domain=loaded.domain,
+                audience=loaded.audience,
+                language=loaded.language,
+                content_hash=loaded.content_hash,
+                metadata=loaded.metadata,
             )
-            chunks = chunk_document(loaded, chunking, embedder=embedder)
-            if not chunks:
-                raise IngestError(f"{path.name}: no text to index after chunking.")
-        except IngestError as exc:
-            report.failed.append((source, str(exc)))
-            continue
-        except PermissionError:
-            report.failed.append((source, f"{path.name}: permission denied. Let the user running the ingest "
-                                          "read it (e.g. chmod o+r), or remove it from the folder."))
-            continue
-        except OSError as exc:
-            report.failed.append((source, f"{path.name}: could not be read ({exc.strerror or exc})."))
-            continue
-        except Exception as exc:  # noqa: BLE001 - a reader library may raise anything; skip and report
-            logger.exception("unexpected failure reading %s", path)
-            report.failed.append((source, f"{path.name}: could not be read ({type(exc).__name__}: {exc})."))
-            continue
-        record = DocumentRecord(
-            source=source,
-            title=loaded.title,
-            domain=loaded.domain,
-            audience=loaded.audience,
-            language=loaded.language,
-            content_hash=loaded.content_hash,
-            metadata=loaded.metadata,
-        )
-        texts = [embedding_text(loaded.title, c.heading, c.text) for c in chunks]
-        pending.append(_Prepared(record, chunks, texts, is_update=source in stored))
-        if sum(len(p.chunks) for p in pending) >= batch_chunks:
-            flush()
-    flush()
+            texts = [embedding_text(loaded.title, c.heading, c.text) for c in chunks]
+            pending.append(_Prepared(record, chunks, texts, is_update=source in stored))
+            if sum(len(p.chunks) for p in pending) >= batch_chunks:
+                flush()
+        flush()
+    finally:
+        writer.shutdown(wait=True)  # the batch in flight finishes: its transaction is whole either way
+    if writing is not None:
+        writing.result()  # a failed write is an error of the whole run, not of one file
     gone = sorted(set(stored) - seen)
     if prune:
         store.delete_documents(gone)
@@ -151,28 +162,42 @@ def sync_documents(
     return report
 
 
-def _embed_and_write(batch: list[_Prepared], store: VectorStore, embedder: Embedder, report: IngestReport) -> None:
-    """Embed a batch of documents in one call, then write them in one transaction.
+def _embed_and_write(
+    batch: list[_Prepared],
+    store: VectorStore,
+    embedder: Embedder,
+    report: IngestReport,
+    writer: ThreadPoolExecutor,
+    previous: Future[None] | None,
+) -> Future[None] | None:
+    """Embed a batch of documents in one call, then hand them to the writer (one transaction).
 
-    If the batch call fails, each document is embedded alone, so a text the model rejects fails only
-    its own file.
+    Waits for the previous write first, so writes keep their order and only one is in flight. If the
+    batch call fails, each document is embedded alone, so a text the model rejects fails only its
+    own file.
     """
     try:
         vectors = embedder.embed_passages([text for doc in batch for text in doc.texts])
     except Exception as exc:  # noqa: BLE001 - retried one by one, then reported per file
         if len(batch) > 1:
             for doc in batch:
-                _embed_and_write([doc], store, embedder, report)
-            return
+                previous = _embed_and_write([doc], store, embedder, report, writer, previous)
+            return previous
         source = batch[0].record.source
         logger.exception("embedding failed for %s", source)
         report.failed.append((source, f"{Path(source).name}: embedding failed ({exc})."))
-        return
+        return previous
     items, start = [], 0
     for doc in batch:
         items.append((doc.record, doc.chunks, vectors[start : start + len(doc.texts)]))
         start += len(doc.texts)
-    store.upsert_documents(items)
-    for doc in batch:
-        report.chunks += len(doc.chunks)
-        (report.updated if doc.is_update else report.added).append(doc.record.source)
+    if previous is not None:
+        previous.result()
+
+    def write() -> None:
+        store.upsert_documents(items)
+        for doc in batch:
+            report.chunks += len(doc.chunks)
+            (report.updated if doc.is_update else report.added).append(doc.record.source)
+
+    return writer.submit(write)
