@@ -20,7 +20,7 @@ import logging
 import re
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -225,7 +225,56 @@ def read_schema(
                 )
             )
         conn.rollback()
+    if not any(table.foreign_keys for table in result):
+        result = infer_references(result)
     return result
+
+
+def _is_key_name(column: str) -> bool:
+    return column.lower().endswith("id")
+
+
+def _key_owner(column: str, tables: list[TableInfo]) -> TableInfo | None:
+    """The one table a key-like column belongs to, judged by names: `business_id` -> business,
+    `user_id` -> users, `aid` -> author (initial + "id"). Link tables (every column a key) own nothing."""
+    key = column.lower()
+    stem = key[:-3] if key.endswith("_id") else key[:-2]
+    candidates = []
+    for table in tables:
+        names = [c.name.lower() for c in table.columns]
+        if key not in names or table.kind != "table" or all(_is_key_name(n) for n in names):
+            continue
+        name = table.name.lower()
+        if stem and (name in (stem, stem + "s", stem + "es") or (len(stem) == 1 and name.startswith(stem))):
+            candidates.append(table)
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def infer_references(tables: list[TableInfo]) -> list[TableInfo]:
+    """Likely joins for a schema that declares no foreign keys (common in analytics copies and in
+    Defog's dumps): a key-like column shared by several tables references the table it is named
+    after. Without them a small model guesses joins (e.g. `publication.aid`) and repairs don't help."""
+    owners: dict[str, TableInfo] = {}
+    for table in tables:
+        for col in table.columns:
+            if _is_key_name(col.name) and col.name.lower() not in owners:
+                owner = _key_owner(col.name, tables)
+                if owner is not None:
+                    owners[col.name.lower()] = owner
+    result = []
+    for table in tables:
+        columns, fks = [], []
+        for col in table.columns:
+            owner = owners.get(col.name.lower())
+            if owner is not None and owner.name != table.name and not col.references:
+                owned = next(c.name for c in owner.columns if c.name.lower() == col.name.lower())
+                col = replace(col, references=f"{owner.name}.{owned}")
+                fks.append((col.name, owner.name, owned))
+            columns.append(col)
+        result.append(replace(table, columns=tuple(columns), foreign_keys=tuple(fks)))
+    inferred = {name: [(t.name, own, ref) for t in result for own, ref_table, ref in t.foreign_keys
+                       if ref_table == name] for name in {t.name for t in result}}
+    return [replace(t, referenced_by=tuple(sorted(inferred.get(t.name, [])))) for t in result]
 
 
 def _one_line(text: str) -> str:

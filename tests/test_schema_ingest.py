@@ -9,7 +9,7 @@ import uuid
 import psycopg
 from analytics_fixtures import demo_admin_url, demo_db  # noqa: F401
 
-from ingest.db_schema import sync_schema
+from ingest.db_schema import ColumnInfo, TableInfo, infer_references, render_table, sync_schema
 from rag_bot.db import ensure_database, with_database
 from rag_bot.demo import TABLES, DemoLoadReport
 from rag_bot.embeddings import Embedder
@@ -97,3 +97,35 @@ def test_sync_schema_reads_nothing_but_catalogs_and_statistics(
             "SELECT relname, seq_tup_read FROM pg_stat_user_tables WHERE seq_tup_read > 0"
         ).fetchall()
     assert rows == []  # statistics gave the sample values: no table was scanned
+
+
+def _table(name: str, *columns: str) -> TableInfo:
+    cols = tuple(ColumnInfo(name=c, type="bigint" if c.endswith("id") else "text", nullable=True, primary_key=False)
+                 for c in columns)
+    return TableInfo(name=name, kind="table", comment="", columns=cols, foreign_keys=(), referenced_by=(),
+                     rows_estimate=None)
+
+
+def test_a_schema_without_foreign_keys_gets_joins_inferred_from_key_names() -> None:
+    # Defog's academic database: no constraints at all, keys named by the table's initial.
+    tables = [
+        _table("author", "aid", "homepage", "name", "oid"), _table("organization", "name", "oid"),
+        _table("publication", "abstract", "cid", "pid", "title"), _table("publication_keyword", "pid", "kid"),
+        _table("keyword", "keyword", "kid"), _table("writes", "aid", "pid"),
+        _table("review", "business_id", "user_id", "text"), _table("business", "business_id", "name"),
+        _table("users", "user_id", "name"),
+    ]
+    refs = {(t.name, c.name): c.references for t in infer_references(tables) for c in t.columns if c.references}
+    assert refs == {
+        ("author", "oid"): "organization.oid",
+        ("publication_keyword", "pid"): "publication.pid",  # a link table owns nothing, though it starts with p
+        ("publication_keyword", "kid"): "keyword.kid",
+        ("writes", "aid"): "author.aid",
+        ("writes", "pid"): "publication.pid",
+        ("review", "business_id"): "business.business_id",
+        ("review", "user_id"): "users.user_id",
+    }
+    rendered = render_table(next(t for t in infer_references(tables) if t.name == "writes"))
+    assert "aid bigint REFERENCES author(aid)" in rendered
+    by_name = {t.name: t for t in infer_references(tables)}
+    assert ("writes", "aid", "aid") in by_name["author"].referenced_by

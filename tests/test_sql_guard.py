@@ -205,3 +205,15 @@ def test_every_defog_dev_gold_query_passes_the_guard() -> None:
                     failures.append((row["db_name"], variant, str(exc)))
     assert count >= 190
     assert failures == []
+
+
+def test_eval_subset_is_balanced_over_databases_then_categories() -> None:
+    from rag_bot.evaluation.sql import EvalItem, select_items
+
+    items = [EvalItem(id=f"{db}-{cat}-{n}", question="q", database=db, category=cat, gold="SELECT 1")
+             for db in ("academic", "yelp", "atis") for cat in ("join", "ratio") for n in range(3)]
+    picked = select_items(items, None, 6)
+    assert sorted(i.database for i in picked) == ["academic", "academic", "atis", "atis", "yelp", "yelp"]
+    assert {(i.database, i.category) for i in picked} == {(d, c) for d in ("academic", "yelp", "atis")
+                                                          for c in ("join", "ratio")}
+    assert select_items(items, ["ratio"], None) == [i for i in items if i.category == "ratio"]

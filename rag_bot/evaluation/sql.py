@@ -203,18 +203,22 @@ def load_defog(path: Path, *, idk: bool = False) -> list[EvalItem]:
 
 
 def select_items(items: list[EvalItem], categories: Sequence[str] | None, limit: int | None) -> list[EvalItem]:
-    """Filter by category; with a limit, take items round-robin over categories (a balanced subset)."""
+    """Filter by category; with a limit, a balanced subset: round-robin over databases, and within
+    each database over categories (Defog's file lists one database after another; the first N rows
+    would all be `academic`)."""
     if categories:
         items = [i for i in items if i.category in categories]
     if not limit or limit >= len(items):
         return items
-    by_cat: dict[str, list[EvalItem]] = defaultdict(list)
+
+    def interleave(groups: list[list[EvalItem]]) -> list[EvalItem]:
+        return [i for group in itertools.zip_longest(*groups) for i in group if i is not None]
+
+    by_db: dict[str, dict[str, list[EvalItem]]] = defaultdict(lambda: defaultdict(list))
     for item in items:
-        by_cat[item.category].append(item)
-    picked: list[EvalItem] = []
-    for group in itertools.zip_longest(*by_cat.values()):
-        picked.extend(i for i in group if i is not None)
-    return picked[:limit]
+        by_db[item.database][item.category].append(item)
+    per_db = [interleave(list(by_cat.values())) for by_cat in by_db.values()]
+    return interleave(per_db)[:limit]
 
 
 # --------------------------------------------------------------------------------------------------
