@@ -73,10 +73,11 @@ def sync_documents(
 
     Chunks of consecutive documents are embedded together, about `batch_chunks` per call (small
     documents would otherwise be embedded one call each, at half the speed), and written together in
-    one transaction. One writer thread writes a batch while the next one is read and embedded (the
-    write is mostly waiting for PostgreSQL: its HNSW inserts and WAL); at most one write is in
-    flight, so memory stays bounded. An interruption loses at most the unwritten batches, never half
-    a document, and nothing is pruned until every file was seen and written.
+    one transaction. A worker thread embeds and writes a batch while the next one is read and chunked
+    (the embedder and PostgreSQL's HNSW inserts run outside the GIL, the readers inside it); at
+    most one batch is in flight, so memory stays bounded. An interruption loses at most the
+    unwritten batches, never half a document, and nothing is pruned until every file was seen and
+    written.
     """
     root = root.resolve()
     if not root.exists():
@@ -91,13 +92,15 @@ def sync_documents(
         stored = {k: v for k, v in store.document_hashes(str(root)).items() if k == str(root)}
     seen: set[str] = set()
     pending: list[_Prepared] = []
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-embed-write")
     writing: Future[None] | None = None
 
     def flush() -> None:
         nonlocal writing
         if pending:
-            writing = _embed_and_write(list(pending), store, embedder, report, writer, writing)
+            if writing is not None:
+                writing.result()  # one batch in flight: order kept, memory bounded, errors surface
+            writing = writer.submit(_embed_and_write, list(pending), store, embedder, report)
             pending.clear()
 
     try:
@@ -162,42 +165,28 @@ def sync_documents(
     return report
 
 
-def _embed_and_write(
-    batch: list[_Prepared],
-    store: VectorStore,
-    embedder: Embedder,
-    report: IngestReport,
-    writer: ThreadPoolExecutor,
-    previous: Future[None] | None,
-) -> Future[None] | None:
-    """Embed a batch of documents in one call, then hand them to the writer (one transaction).
+def _embed_and_write(batch: list[_Prepared], store: VectorStore, embedder: Embedder, report: IngestReport) -> None:
+    """Embed a batch of documents in one call, then write them in one transaction.
 
-    Waits for the previous write first, so writes keep their order and only one is in flight. If the
-    batch call fails, each document is embedded alone, so a text the model rejects fails only its
-    own file.
+    If the batch call fails, each document is embedded alone, so a text the model rejects fails only
+    its own file.
     """
     try:
         vectors = embedder.embed_passages([text for doc in batch for text in doc.texts])
     except Exception as exc:  # noqa: BLE001 - retried one by one, then reported per file
         if len(batch) > 1:
             for doc in batch:
-                previous = _embed_and_write([doc], store, embedder, report, writer, previous)
-            return previous
+                _embed_and_write([doc], store, embedder, report)
+            return
         source = batch[0].record.source
         logger.exception("embedding failed for %s", source)
         report.failed.append((source, f"{Path(source).name}: embedding failed ({exc})."))
-        return previous
+        return
     items, start = [], 0
     for doc in batch:
         items.append((doc.record, doc.chunks, vectors[start : start + len(doc.texts)]))
         start += len(doc.texts)
-    if previous is not None:
-        previous.result()
-
-    def write() -> None:
-        store.upsert_documents(items)
-        for doc in batch:
-            report.chunks += len(doc.chunks)
-            (report.updated if doc.is_update else report.added).append(doc.record.source)
-
-    return writer.submit(write)
+    store.upsert_documents(items)
+    for doc in batch:
+        report.chunks += len(doc.chunks)
+        (report.updated if doc.is_update else report.added).append(doc.record.source)

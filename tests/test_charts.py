@@ -106,3 +106,14 @@ def test_eval_counts_line_points_and_pie_wedges(sandbox: SubprocessSandbox) -> N
           "plt.pie(df['revenue'], labels=df['month'])\nplt.savefig('chart.png')\n"
     assert chart_matches(_inspect(sandbox, pie), "pie", {"points": 3})[0]
     assert chart_matches(None, "pie", {"points": 3}) == (False, "no figure")
+
+
+def test_eval_counts_the_values_a_histogram_counts_not_its_bins(sandbox: SubprocessSandbox) -> None:
+    from rag_bot.evaluation.charts import chart_matches
+
+    hist = "import pandas as pd\nimport matplotlib.pyplot as plt\ndf = pd.read_csv('data.csv')\n" \
+           "plt.hist(df['revenue'], bins=4)\nplt.savefig('chart.png')\n"
+    summary = _inspect(sandbox, hist)
+    assert chart_matches(summary, "histogram", {"min_points": 12}) == (
+        True, "histogram: 4 bins over 12 values, expected at least 12")
+    assert not chart_matches(summary, "histogram", {"min_points": 1000})[0]

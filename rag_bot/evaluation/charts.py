@@ -36,7 +36,9 @@ def _describe_and_save(fig, *args, **kwargs):
         kinds = [type(p).__name__ for p in ax.patches]
         lines = [len(line.get_xdata()) for line in ax.get_lines() if len(line.get_xdata()) > 1]
         scatter = sum(len(c.get_offsets()) for c in ax.collections if type(c).__name__ == "PathCollection")
-        axes.append({"bars": kinds.count("Rectangle"), "wedges": kinds.count("Wedge"), "lines": lines,
+        heights = sum(p.get_height() for p in ax.patches if type(p).__name__ == "Rectangle")
+        axes.append({"bars": kinds.count("Rectangle"), "bar_heights": float(heights),
+                     "wedges": kinds.count("Wedge"), "lines": lines,
                      "scatter": scatter, "title": ax.get_title(), "xlabel": ax.get_xlabel(),
                      "ylabel": ax.get_ylabel()})
     print("CHART_SUMMARY " + _json.dumps({"axes": axes, "suptitle": fig._suptitle.get_text() if fig._suptitle else ""}))
@@ -78,6 +80,11 @@ def chart_matches(summary: dict[str, Any] | None, chart_type: str, expect: dict[
         marks["scatter"] += ax["scatter"]
     kind = _KIND.get(chart_type, "bars")
     drawn = marks[kind]
+    if chart_type == "histogram":
+        # Bins are the histogram's bars; the data points it counts are the sum of their heights.
+        counted = sum(ax.get("bar_heights", 0.0) for ax in summary["axes"])
+        wanted = expect.get("min_points", expect.get("points", 1))
+        return counted >= wanted, f"histogram: {drawn} bins over {counted:g} values, expected at least {wanted}"
     if "min_points" in expect:
         ok = drawn >= expect["min_points"]
         return ok, f"{kind}: {drawn} marks, expected at least {expect['min_points']}"
