@@ -385,8 +385,9 @@ def _table(summaries: dict[str, dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _llamaindex_engine(reader_url: str, llm: Any) -> Any:
-    """llama-index's NLSQLTableQueryEngine over all tables, driven by our LLMClient."""
+def _llamaindex_engine(reader_url: str, llm: Any, embedder: Any) -> Any:
+    """llama-index's NLSQLTableQueryEngine over all tables, driven by our LLMClient and embedder (it
+    resolves an embedding model even when it retrieves no tables; its default is OpenAI's)."""
     import sqlalchemy as sa
     from llama_index.core import SQLDatabase
     from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
@@ -413,7 +414,11 @@ def _llamaindex_engine(reader_url: str, llm: Any) -> Any:
 
     engine = sa.create_engine(sqlalchemy_url(reader_url), poolclass=sa.pool.NullPool)
     database = SQLDatabase(engine)
-    return NLSQLTableQueryEngine(sql_database=database, llm=_Wrapped(llm), synthesize_response=False), engine
+    from ingest.semantic import LlamaIndexEmbedding
+
+    engine_ = NLSQLTableQueryEngine(sql_database=database, llm=_Wrapped(llm), synthesize_response=False,
+                                    embed_model=LlamaIndexEmbedding(embedder))
+    return engine_, engine
 
 
 # --------------------------------------------------------------------------------------------------
@@ -495,6 +500,8 @@ def _techniques(**flags: Any) -> Any:
     help="JSON results file (default bench/results/sql_eval_<time>.json).",
 )
 @click.option("--label", default="rag_bot", help="Name of this configuration in the output.")
+@click.option("--resume", is_flag=True,
+              help="Keep the questions already answered in --output (per system) and ask only the rest.")
 def sql(**flags: Any) -> None:
     """SQL execution accuracy (sql-eval rules) on the demo set and/or Defog's format, with a baseline."""
     from ingest.db_schema import sync_schema, sync_schema_notes
@@ -579,6 +586,12 @@ def sql(**flags: Any) -> None:
         results: dict[str, list[ItemResult]] = {flags["label"]: []}
         output = flags["output"] or Path("bench/results") / f"sql_eval_{datetime.now():%Y%m%d_%H%M%S}.json"
         output.parent.mkdir(parents=True, exist_ok=True)
+        if flags["resume"] and output.exists():
+            wanted = {i.id for i in items}
+            saved = json.loads(output.read_text(encoding="utf-8")).get("items", {})
+            for name, rows in saved.items():
+                results[name] = [ItemResult(**r) for r in rows if r["id"] in wanted]
+            click.echo(f"resuming: {', '.join(f'{n} {len(r)} done' for n, r in results.items())}", err=True)
 
         def save() -> dict[str, Any]:
             """Write what is done so far (after every question: a long CPU run can be stopped any time)."""
@@ -594,11 +607,12 @@ def sql(**flags: Any) -> None:
             return summaries
 
         if flags["baseline"] == "llamaindex":
-            results["llamaindex"] = []
+            results.setdefault("llamaindex", [])
         from tqdm import tqdm
 
         items.sort(key=lambda i: i.database)  # questions on one database share the prompt's schema prefix
-        for item in tqdm(items, desc="eval sql", unit="q"):
+        done = {r.id for r in results[flags["label"]]}
+        for item in tqdm([i for i in items if i.id not in done], desc="eval sql", unit="q"):
             runner = runners[item.database]
             domains = (
                 [item.database]
@@ -655,9 +669,10 @@ def sql(**flags: Any) -> None:
         if "llamaindex" in results:
             # A separate pass, so each system's prompts follow each other and both get the server's
             # prefix cache for their own fixed schema text.
-            for item in tqdm(items, desc="baseline llamaindex", unit="q"):
+            done = {r.id for r in results["llamaindex"]}
+            for item in tqdm([i for i in items if i.id not in done], desc="baseline llamaindex", unit="q"):
                 results["llamaindex"].append(
-                    _run_baseline(item, llm, reader_urls[item.database], runners[item.database],
+                    _run_baseline(item, llm, embedder, reader_urls[item.database], runners[item.database],
                                   admin_urls[item.database])
                 )
                 save()
@@ -676,12 +691,14 @@ def sql(**flags: Any) -> None:
 _baseline_cache: dict[str, Any] = {}
 
 
-def _run_baseline(item: EvalItem, llm: Any, reader_url: str, runner: Any, admin_db_url: str) -> ItemResult:
+def _run_baseline(
+    item: EvalItem, llm: Any, embedder: Any, reader_url: str, runner: Any, admin_db_url: str
+) -> ItemResult:
     """llama-index NLSQLTableQueryEngine on the same question; its SQL is scored the same way."""
     from rag_bot.analytics.sql_runner import SqlExecutionError
 
     if reader_url not in _baseline_cache:
-        _baseline_cache[reader_url] = _llamaindex_engine(reader_url, llm)
+        _baseline_cache[reader_url] = _llamaindex_engine(reader_url, llm, embedder)
     engine, _ = _baseline_cache[reader_url]
     t0 = time.perf_counter()
     sql_text: str | None = None
