@@ -6,8 +6,12 @@ tested against a real server.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -117,3 +121,32 @@ def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.start(timeout_s=120)
     yield server.base_url
     server.stop()
+
+
+def group_alive(pgid: int) -> bool:
+    """Is any process of the group still running?"""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_process_group(popen: subprocess.Popen[bytes]) -> bool:
+    """SIGTERM to the group a server leads (start_new_session), SIGKILL after 30 s; True when nothing of
+    the group is left 10 s later (children such as sandbox workers share it and must not outlive it)."""
+    pgid = popen.pid
+    if popen.poll() is None:
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            popen.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return True
+        time.sleep(0.2)
+    os.killpg(pgid, signal.SIGKILL)
+    return False

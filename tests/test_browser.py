@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import httpx
 import psycopg
 import pytest
 from analytics_fixtures import demo_db  # noqa: F401
-from conftest import REPO, free_port
+from conftest import REPO, free_port, stop_process_group
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
 from rag_bot.db import ensure_database, with_database
@@ -96,23 +95,8 @@ def _cli(env: dict[str, str], *args: str, timeout_s: float) -> str:
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the server's process group (uvicorn shuts down, the chart sandbox closes), then SIGKILL."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    # Children (sandbox workers) share the group: none may outlive the server.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail(f"processes of the server's group {proc.pid} were still running after it stopped (killed now)")
+    if not stop_process_group(proc):
+        pytest.fail(f"processes of the server's group {proc.pid} were still running after it stopped (killed now)")
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +208,17 @@ def wait_answer(scope: Page | Locator, done_selector: str, timeout_s: float, app
 
 
 # -- tests -----------------------------------------------------------------------------------------
+def wait_chart(page: Page, app: App) -> Locator:
+    """The answer that shows a chart, once its image has loaded with a real width."""
+    answer, _ = wait_answer(page, "img.inline-image", CHART_TIMEOUT_S, app)
+    image = answer.locator("img.inline-image").first
+    image.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(),
+                           timeout=30_000)
+    assert image.evaluate("img => img.naturalWidth") > 100
+    return answer
+
+
 def test_wrong_password_is_refused(page: Page, app: App) -> None:
     sign_in(page, app, ("analyst", "not-the-password"))
     page.get_by_text("Unable to sign in").wait_for(state="visible")
@@ -317,12 +312,7 @@ def test_data_answer_shows_a_table_and_a_follow_up_chart_an_image(page: Page, ap
 
     # "Plot that": a chart of the result above, drawn by generated code in the sandbox.
     ask(page, "Plot that as a bar chart")
-    answer, _ = wait_answer(page, "img.inline-image", CHART_TIMEOUT_S, app)
-    image = answer.locator("img.inline-image").first
-    image.scroll_into_view_if_needed()
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(),
-                           timeout=30_000)
-    assert image.evaluate("img => img.naturalWidth") > 100
+    answer = wait_chart(page, app)
 
 
 @pytest.mark.quality
@@ -337,12 +327,7 @@ def test_standalone_chart_request_shows_a_chart(page: Page, app: App, request_te
     """
     sign_in(page, app, ANALYST)
     ask(page, request_text)
-    answer, _ = wait_answer(page, "img.inline-image", CHART_TIMEOUT_S, app)
-    image = answer.locator("img.inline-image").first
-    image.scroll_into_view_if_needed()
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(),
-                           timeout=30_000)
-    assert image.evaluate("img => img.naturalWidth") > 100
+    answer = wait_chart(page, app)
     assert answer.locator(".dataframe table tbody tr").count() >= 1  # the data behind the chart, as a table
     shots = os.environ.get("RAG_BOT_SCREENSHOTS")
     target = Path(shots) if shots else tmp_path

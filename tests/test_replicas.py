@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import REPO, free_port
+from conftest import REPO, free_port, group_alive, stop_process_group
 from prometheus_client.parser import text_string_to_metric_families
 
 from rag_bot.api.keys import add_key
@@ -170,33 +169,6 @@ class Proc:
         return self.log.read_text(encoding="utf-8", errors="replace")[-chars:] if self.log.exists() else ""
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _stop_group(proc: Proc) -> bool:
-    """SIGTERM to the process group, SIGKILL after 30 s; True when nothing of the group is left."""
-    pgid = proc.popen.pid  # start_new_session: the process leads its own group
-    if proc.popen.poll() is None:
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            proc.popen.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            proc.popen.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if not _group_alive(pgid):
-            return True
-        time.sleep(0.2)
-    os.killpg(pgid, signal.SIGKILL)
-    return False
-
-
 @dataclass
 class Cluster:
     """Replicas A and B and the proxy in front of them; `stop()` ends all three process groups."""
@@ -212,7 +184,7 @@ class Cluster:
         """Stop the proxy first, then the replicas; the names of groups that outlived their stop."""
         left: list[str] = []
         for proc in reversed(self.procs):
-            if not _stop_group(proc):
+            if not stop_process_group(proc.popen):
                 left.append(proc.name)
         return left
 
@@ -428,4 +400,4 @@ def test_conversation_continues_on_the_other_replica_behind_the_proxy(
     # Every process of the three groups ends with the stop.
     assert cluster.stop() == []
     for proc in cluster.procs:
-        assert proc.popen.poll() is not None and not _group_alive(proc.popen.pid), proc.name
+        assert proc.popen.poll() is not None and not group_alive(proc.popen.pid), proc.name

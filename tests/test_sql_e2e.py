@@ -14,7 +14,7 @@ import pytest
 from analytics_fixtures import demo_admin_url, demo_db, demo_schema_store  # noqa: F401
 
 from ingest.db_schema import sync_schema_notes
-from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
+from rag_bot.analytics.pipeline import AnalyticsAnswer, AnalyticsOptions, answer_analytics
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
 from rag_bot.demo import DemoLoadReport
 from rag_bot.embeddings import Embedder
@@ -35,6 +35,21 @@ def demo_store(pg_admin_url: str, demo_db: DemoLoadReport, embedder: Embedder) -
     store.close()
 
 
+def _answer_with_gold_rows(
+    question: str, record: dict, llm: OpenAICompatClient, store: VectorStore, embedder: Embedder,
+    demo_db: DemoLoadReport, demo_admin_url: str, *, ordered: bool,
+) -> AnalyticsAnswer:
+    """The analytics answer to `question` (demo DB, today 2025-12-31), asserted to have the gold SQL's rows."""
+    with PostgresSqlRunner(demo_db.readonly_url, statement_timeout_ms=10000) as runner:
+        answer = answer_analytics(question, llm=llm, store=store, embedder=embedder, runner=runner,
+                                  language=record["language"], today=date(2025, 12, 31),
+                                  options=AnalyticsOptions(examples=0))
+    assert answer.status == "ok", (answer.status, answer.text, answer.attempts)
+    _, gold_rows = run_gold(demo_admin_url, record["sql"])
+    assert results_match(gold_rows, answer.rows, ordered=ordered), answer.attempts
+    return answer
+
+
 @pytest.mark.llm
 @pytest.mark.e2e
 @pytest.mark.quality
@@ -45,13 +60,8 @@ def test_real_llm_answers_with_the_gold_result(
 ) -> None:
     record = GOLD[question]
     llm = OpenAICompatClient(llamacpp_server, "ci-model", temperature=0.0, max_tokens=400, timeout_s=600)
-    with PostgresSqlRunner(demo_db.readonly_url, statement_timeout_ms=10000) as runner:
-        answer = answer_analytics(question, llm=llm, store=demo_store, embedder=embedder, runner=runner,
-                                  language=record["language"], today=date(2025, 12, 31),
-                                  options=AnalyticsOptions(examples=0))
-    assert answer.status == "ok", (answer.status, answer.text, answer.attempts)
-    _, gold_rows = run_gold(demo_admin_url, record["sql"])
-    assert results_match(gold_rows, answer.rows, ordered="order by" in record["sql"].lower()), answer.attempts
+    answer = _answer_with_gold_rows(question, record, llm, demo_store, embedder, demo_db, demo_admin_url,
+                                    ordered="order by" in record["sql"].lower())
     assert answer.text
 
 
@@ -75,13 +85,8 @@ def test_real_llm_draws_a_standalone_chart_request(
 
     record = CHARTS[request_text]
     llm = OpenAICompatClient(llamacpp_server, "ci-model", temperature=0.0, max_tokens=600, timeout_s=600)
-    with PostgresSqlRunner(demo_db.readonly_url, statement_timeout_ms=10000) as runner:
-        data = answer_analytics(request_text, llm=llm, store=demo_store, embedder=embedder, runner=runner,
-                                language=record["language"], today=date(2025, 12, 31),
-                                options=AnalyticsOptions(examples=0))
-    assert data.status == "ok", (data.status, data.text, data.attempts)
-    _, gold_rows = run_gold(demo_admin_url, record["sql"])
-    assert results_match(gold_rows, data.rows, ordered=False), data.attempts
+    data = _answer_with_gold_rows(request_text, record, llm, demo_store, embedder, demo_db, demo_admin_url,
+                                  ordered=False)
     with SubprocessSandbox(pool_size=1) as box:
         chart = answer_chart(request_text, data.columns, data.rows, llm=llm, sandbox=box,
                              language=record["language"])
