@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from ingest.chunking import ChunkingOptions, chunk_document
 from ingest.documents import file_hash, iter_files, load_document
@@ -73,9 +76,7 @@ def sync_documents(
 
     Chunks of consecutive documents are embedded together, about `batch_chunks` per call (small
     documents would otherwise be embedded one call each, at half the speed), and written together in
-    one transaction. A worker thread embeds and writes a batch while the next one is read and chunked
-    (the embedder and PostgreSQL's HNSW inserts run outside the GIL, the readers inside it); at
-    most one batch is in flight, so memory stays bounded. An interruption loses at most the
+    one transaction. Reading, embedding and writing overlap (see `flush`). An interruption loses at most the
     unwritten batches, never half a document, and nothing is pruned until every file was seen and
     written.
     """
@@ -92,15 +93,23 @@ def sync_documents(
         stored = {k: v for k, v in store.document_hashes(str(root)).items() if k == str(root)}
     seen: set[str] = set()
     pending: list[_Prepared] = []
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-embed-write")
-    writing: Future[None] | None = None
+    # Three stages: this thread reads and chunks, one worker embeds, one writes. The embedder (outside
+    # the GIL) never waits for PostgreSQL, and PostgreSQL's HNSW inserts run beside the next batch's
+    # embedding. At most one batch is being embedded and two wait to be written: memory stays bounded.
+    embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-embed")
+    write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write")
+    embedding: Future[list[_Embedded]] | None = None
+    writes: deque[Future[None]] = deque()
 
     def flush() -> None:
-        nonlocal writing
+        nonlocal embedding
         if pending:
-            if writing is not None:
-                writing.result()  # one batch in flight: order kept, memory bounded, errors surface
-            writing = writer.submit(_embed_and_write, list(pending), store, embedder, report)
+            if embedding is not None:
+                embedding.result()
+            while len(writes) >= 2:
+                writes.popleft().result()  # errors surface here, in order
+            embedding = embed_pool.submit(_embed, list(pending), embedder, report)
+            writes.append(write_pool.submit(_write, embedding, store, report))
             pending.clear()
 
     try:
@@ -152,9 +161,10 @@ def sync_documents(
                 flush()
         flush()
     finally:
-        writer.shutdown(wait=True)  # the batch in flight finishes: its transaction is whole either way
-    if writing is not None:
-        writing.result()  # a failed write is an error of the whole run, not of one file
+        embed_pool.shutdown(wait=True)
+        write_pool.shutdown(wait=True)  # batches in flight finish: each transaction is whole either way
+    for write in writes:
+        write.result()  # a failed write is an error of the whole run, not of one file
     gone = sorted(set(stored) - seen)
     if prune:
         store.delete_documents(gone)
@@ -165,8 +175,14 @@ def sync_documents(
     return report
 
 
-def _embed_and_write(batch: list[_Prepared], store: VectorStore, embedder: Embedder, report: IngestReport) -> None:
-    """Embed a batch of documents in one call, then write them in one transaction.
+@dataclass
+class _Embedded:
+    prepared: _Prepared
+    vectors: np.ndarray
+
+
+def _embed(batch: list[_Prepared], embedder: Embedder, report: IngestReport) -> list[_Embedded]:
+    """Embed a batch of documents in one call.
 
     If the batch call fails, each document is embedded alone, so a text the model rejects fails only
     its own file.
@@ -175,18 +191,22 @@ def _embed_and_write(batch: list[_Prepared], store: VectorStore, embedder: Embed
         vectors = embedder.embed_passages([text for doc in batch for text in doc.texts])
     except Exception as exc:  # noqa: BLE001 - retried one by one, then reported per file
         if len(batch) > 1:
-            for doc in batch:
-                _embed_and_write([doc], store, embedder, report)
-            return
+            return [done for doc in batch for done in _embed([doc], embedder, report)]
         source = batch[0].record.source
         logger.exception("embedding failed for %s", source)
         report.failed.append((source, f"{Path(source).name}: embedding failed ({exc})."))
-        return
-    items, start = [], 0
+        return []
+    embedded, start = [], 0
     for doc in batch:
-        items.append((doc.record, doc.chunks, vectors[start : start + len(doc.texts)]))
+        embedded.append(_Embedded(doc, vectors[start : start + len(doc.texts)]))
         start += len(doc.texts)
-    store.upsert_documents(items)
-    for doc in batch:
-        report.chunks += len(doc.chunks)
-        (report.updated if doc.is_update else report.added).append(doc.record.source)
+    return embedded
+
+
+def _write(embedding: Future[list[_Embedded]], store: VectorStore, report: IngestReport) -> None:
+    """Write one embedded batch in one transaction, once its embedding is done."""
+    batch = embedding.result()
+    store.upsert_documents([(e.prepared.record, e.prepared.chunks, e.vectors) for e in batch])
+    for e in batch:
+        report.chunks += len(e.prepared.chunks)
+        (report.updated if e.prepared.is_update else report.added).append(e.prepared.record.source)

@@ -200,47 +200,47 @@ class VectorStore:
     ) -> None:
         """Replace several documents and exactly their chunks in one transaction: all or none.
 
-        One commit for a batch of small documents costs half the time of one commit each.
+        Three statements per batch, whatever its size: one DELETE, one multi-row INSERT of the
+        documents, one binary COPY of all their chunks (a statement per chunk cost the ingest a
+        third of its time on small documents).
         """
         for _, chunks, embeddings in items:
             if len(chunks) != len(embeddings):
                 raise ValueError("one embedding per chunk is required")
+        items = list({document.source: (document, c, e) for document, c, e in items}.values())  # last wins
+        if not items:
+            return
+        documents = [document for document, _, _ in items]
         with self.conn.transaction(), self.conn.cursor() as cur:
-            for document, chunks, embeddings in items:
-                cur.execute("DELETE FROM documents WHERE source = %s", (document.source,))
-                row = cur.execute(
-                    "INSERT INTO documents (source, title, domain, audience, language, kind, content_hash, "
-                    "metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                    (
-                        document.source,
-                        document.title,
-                        document.domain,
-                        document.audience,
-                        document.language,
-                        document.kind,
-                        document.content_hash,
-                        json.dumps(document.metadata, ensure_ascii=False, default=str),
-                    ),
-                ).fetchone()
-                assert row is not None
-                cur.executemany(
-                    "INSERT INTO chunks (document_id, ordinal, text, heading, page, domain, audience, kind, "
-                    "embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        (
-                            row[0],
-                            chunk.ordinal,
-                            chunk.text,
-                            chunk.heading,
-                            chunk.page,
-                            document.domain,
-                            document.audience,
-                            document.kind,
+            cur.execute("DELETE FROM documents WHERE source = ANY(%s)", ([d.source for d in documents],))
+            rows = cur.execute(
+                "INSERT INTO documents (source, title, domain, audience, language, kind, content_hash, metadata) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+                "%s::text[], %s::jsonb[]) RETURNING id, source",
+                (
+                    [d.source for d in documents],
+                    [d.title for d in documents],
+                    [d.domain for d in documents],
+                    [d.audience for d in documents],
+                    [d.language for d in documents],
+                    [d.kind for d in documents],
+                    [d.content_hash for d in documents],
+                    [json.dumps(d.metadata, ensure_ascii=False, default=str) for d in documents],
+                ),
+            ).fetchall()
+            ids = {source: doc_id for doc_id, source in rows}
+            with cur.copy(
+                "COPY chunks (document_id, ordinal, text, heading, page, domain, audience, kind, embedding) "
+                "FROM STDIN WITH (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["int8", "int4", "text", "text", "int4", "text", "text", "text", "vector"])
+                for document, chunks, embeddings in items:
+                    for chunk, vector in zip(chunks, embeddings, strict=True):
+                        copy.write_row((
+                            ids[document.source], chunk.ordinal, chunk.text, chunk.heading, chunk.page,
+                            document.domain, document.audience, document.kind,
                             np.asarray(vector, dtype=np.float32),
-                        )
-                        for chunk, vector in zip(chunks, embeddings, strict=True)
-                    ],
-                )
+                        ))
 
     def delete_documents(self, sources: Sequence[str]) -> int:
         """Delete documents (and, by cascade, their chunks); returns how many were removed."""

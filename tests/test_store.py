@@ -56,6 +56,32 @@ def test_upsert_replaces_exactly_the_old_chunks(store: VectorStore, embedder: Fa
     assert store.count_chunks() == 1
 
 
+def test_batch_upsert_writes_each_document_and_its_chunk_fields(store: VectorStore) -> None:
+    def doc(source: str, content_hash: str) -> DocumentRecord:
+        return DocumentRecord(source=source, title=source.upper(), domain="it", audience="internal", language="ru",
+                              content_hash=content_hash, metadata={"pages": 2})
+
+    vectors = np.eye(3, 384, dtype=np.float32)
+    store.upsert_documents([
+        (doc("a.pdf", "h1"), [ChunkRecord("первая страница", 0, heading="Введение", page=1)], vectors[:1]),
+        (doc("b.pdf", "h1"), [ChunkRecord("b0", 0), ChunkRecord("b1", 1)], vectors[1:]),
+        (doc("a.pdf", "h2"), [ChunkRecord("вторая версия", 0, heading="Итоги", page=2)], vectors[:1]),  # last wins
+    ])
+    assert store.document_hashes() == {"a.pdf": "h2", "b.pdf": "h1"}
+    rows = store.conn.execute(
+        "SELECT d.source, d.title, c.ordinal, c.text, c.heading, c.page, c.domain, c.audience FROM chunks c "
+        "JOIN documents d ON d.id = c.document_id ORDER BY d.source, c.ordinal"
+    ).fetchall()
+    assert rows == [
+        ("a.pdf", "A.PDF", 0, "вторая версия", "Итоги", 2, "it", "internal"),
+        ("b.pdf", "B.PDF", 0, "b0", "", None, "it", "internal"),
+        ("b.pdf", "B.PDF", 1, "b1", "", None, "it", "internal"),
+    ]
+    stored = store.conn.execute("SELECT embedding::real[] FROM chunks c JOIN documents d ON d.id = c.document_id "
+                                "WHERE d.source = 'b.pdf' ORDER BY c.ordinal").fetchall()
+    assert np.array_equal(np.array([r[0] for r in stored], dtype=np.float32), vectors[1:])
+
+
 def test_store_refuses_a_different_embedding_model(fresh_db_url: str, store: VectorStore) -> None:
     other = VectorStore(fresh_db_url, embedder_name="another-model", dim=768)
     with pytest.raises(EmbeddingError, match="--reembed"):
