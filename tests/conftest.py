@@ -26,6 +26,20 @@ from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI runner's or a `timeout`'s stop) ends the run like Ctrl-C does.
+
+    Python's default for SIGTERM kills the process on the spot, skipping the fixtures' teardown, so
+    the test PostgreSQL and LLM servers would outlive the run. As a KeyboardInterrupt, pytest stops
+    and tears the session's fixtures down, which stops them.
+    """
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     """Admin URL of a throwaway embedded PostgreSQL 18 + pgvector, stopped and deleted at the end."""

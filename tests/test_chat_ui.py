@@ -12,7 +12,7 @@ from chainlit.user import User
 from rag_bot.config import Settings
 from rag_bot.errors import ConfigError, DatabaseUnavailable, LLMUnavailable
 from rag_bot.ui.auth import allowed_profiles, ensure_auth_secret, guest_user, header_user, password_user
-from rag_bot.ui.render import render_error
+from rag_bot.ui.render import render_error, result_frame
 from rag_bot.ui.support_demo import DEMO_PAGE, render_demo_page
 from rag_bot.users import UserAccount, hash_password, save_user
 
@@ -100,3 +100,17 @@ def test_chat_errors_are_friendly_and_never_show_the_error_text(error: Exception
 def test_chat_errors_follow_the_users_language() -> None:
     assert render_error(LLMUnavailable("x"), "en").startswith("The language model is not available")
     assert render_error(RuntimeError("boom"), "en").startswith("Something went wrong on our side")
+
+
+def test_result_table_shows_dates_as_people_write_them() -> None:
+    import json
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    frame = result_frame(
+        ["month", "at", "day", "revenue"],
+        [(datetime(2024, 1, 1), datetime(2024, 3, 5, 14, 30), date(2024, 2, 29), Decimal("1234.50"))],
+    )
+    # Serialised the way Chainlit's Dataframe element sends it to the browser.
+    sent = json.loads(frame.to_json(orient="split", date_format="iso"))
+    assert sent["data"] == [["2024-01-01", "2024-03-05 14:30", "2024-02-29", 1234.5]]

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import chainlit as cl
 
 from rag_bot import prompts
 from rag_bot.errors import DatabaseUnavailable, LLMUnavailable, RagBotError
 from rag_bot.retrieval import Citation
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +48,33 @@ async def render_sql(sql: str, language: str) -> None:
         step.output = f"```sql\n{sql}\n```"
 
 
-def render_table(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50) -> cl.Dataframe:
+def table_cell(value: object) -> object:
+    """A result value as the table shows it.
+
+    Chainlit sends the frame as JSON with ISO timestamps, so a date would read "2024-01-01T00:00:00.000":
+    dates and times become the text a person writes. Decimals (PostgreSQL numeric) become floats, so
+    they stay numbers.
+    """
+    if isinstance(value, datetime):
+        if value.time() == time() and value.tzinfo is None:
+            return value.date().isoformat()
+        return value.strftime("%Y-%m-%d %H:%M:%S" if value.second else "%Y-%m-%d %H:%M")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def result_frame(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50) -> pd.DataFrame:
+    """The first `limit` result rows as the frame the chat's table element shows."""
     import pandas as pd
 
-    frame = pd.DataFrame([list(r) for r in rows[:limit]], columns=list(columns))
-    return cl.Dataframe(data=frame, name="result", display="inline")
+    return pd.DataFrame([[table_cell(v) for v in r] for r in rows[:limit]], columns=list(columns))
+
+
+def render_table(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50) -> cl.Dataframe:
+    return cl.Dataframe(data=result_frame(columns, rows, limit), name="result", display="inline")
 
 
 def render_chart(png: bytes) -> cl.Image:
