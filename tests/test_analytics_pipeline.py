@@ -106,6 +106,29 @@ def test_unclear_question_gets_a_clarification_listing_the_data(
     assert answer.sql is None and len(llm.received) == 1
 
 
+def test_a_column_that_every_repair_still_lacks_becomes_a_no_data_answer(
+    schema_store: VectorStore, embedder: Embedder, sql_runner: PostgresSqlRunner
+) -> None:
+    bad = "SELECT avg(c.satisfaction_score) FROM customers c"
+    llm = FakeLLM([_sql(bad), json.dumps({"sql": bad.replace("avg", "AVG")}),
+                   json.dumps({"sql": "SELECT avg(c.nps_score) FROM customers c"})])
+    answer = answer_analytics("how happy are our customers?", llm=llm, store=schema_store, embedder=embedder,
+                              runner=sql_runner, language="en", today=TODAY, options=NO_EXTRAS)
+    assert answer.status == "clarify" and answer.retries == 2
+    assert "no nps_score" in answer.text and "orders" in answer.text and "does not exist" not in answer.text
+
+
+def test_an_error_other_than_missing_data_stays_an_error(
+    schema_store: VectorStore, embedder: Embedder, sql_runner: PostgresSqlRunner
+) -> None:
+    bad = "SELECT 1 / (count(*) - count(*)) FROM orders"
+    llm = FakeLLM([_sql(bad), json.dumps({"sql": bad}), json.dumps({"sql": bad + " o"}),
+                   json.dumps({"sql": bad + " x"})])
+    answer = answer_analytics("orders ratio", llm=llm, store=schema_store, embedder=embedder,
+                              runner=sql_runner, language="en", today=TODAY, options=NO_EXTRAS)
+    assert answer.status == "error" and answer.error_kind == "data"
+
+
 @pytest.mark.parametrize(
     ("question", "expected"),
     [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -90,6 +91,11 @@ _CLARIFY = {
         "ru": "В базе нет данных для ответа на этот вопрос. В ней есть: {tables}.",
     },
 }
+_MISSING = {
+    "en": "The database has no {name} to answer this with, so I did not guess. It holds: {tables}.",
+    "ru": "В базе нет данных «{name}» для ответа, поэтому я не стал угадывать. В ней есть: {tables}.",
+}
+_MISSING_NAME = re.compile(r'(?:column|relation) "?([\w.]+)"? does not exist')
 _FAILED = {
     "en": "I could not build a working query for this question. Try rephrasing it or naming the data you need.",
     "ru": "Не удалось составить работающий запрос для этого вопроса. Попробуйте переформулировать его "
@@ -276,6 +282,12 @@ def answer_analytics(
         outcome = _try(sql, runner, allowed, opts, lang, timings)
 
     if outcome.result is None:
+        missing = _missing_data(outcome)
+        if missing:
+            # Every repair still asked for a column or table the database does not have: the data is
+            # not there (Defog's idk questions, "impact factor of journals"). Say so and say what is.
+            tables = ", ".join(context.tables_in_scope or context.table_names) or "-"
+            return finish("clarify", _MISSING[lang].format(name=missing, tables=tables), outcome)
         if outcome.rejection is not None and outcome.rejection.rule not in _RETRYABLE_RULES:
             return finish("rejected", str(outcome.rejection), outcome)
         if outcome.error is not None and not outcome.error.fixable:
@@ -296,6 +308,14 @@ def answer_analytics(
         text = template_answer(result.row_count, lang, truncated)
     timings["narrate"] = time.perf_counter() - t
     return finish("ok", text, outcome)
+
+
+def _missing_data(outcome: _Outcome) -> str | None:
+    """The name of the column or table the final query lacked, when that is why it failed."""
+    if outcome.error is None or outcome.error.sqlstate not in {"42703", "42P01"}:
+        return None
+    match = _MISSING_NAME.search(outcome.error.detail)
+    return match.group(1).split(".")[-1] if match else None
 
 
 def _vote(first: _Outcome, messages: Sequence[ChatMessage], generate: Any, runner: SqlRunner,
