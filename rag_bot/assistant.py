@@ -94,11 +94,20 @@ def respond(
     elif route.clarifying_question:
         reply.text = route.clarifying_question
     elif route.intent == "docs":
-        reply.prepared = prepare_answer(
-            _standalone(message, conversation), store=services.store, embedder=services.embedder,
-            audience=profile.audience, domains=route.domains or None, top_k=services.top_k,
-            budget_tokens=services.budget_tokens, language=requested_language, reranker=services.reranker,
-        )
+        def search(domains: list[str] | None) -> PreparedAnswer:
+            return prepare_answer(
+                _standalone(message, conversation), store=services.store, embedder=services.embedder,
+                audience=profile.audience, domains=domains, top_k=services.top_k,
+                budget_tokens=services.budget_tokens, language=requested_language, reranker=services.reranker,
+            )
+
+        reply.prepared = search(list(route.domains) or None)
+        wider = [d for d in profile.domains if d not in route.domains]
+        if not reply.prepared.citations and route.domains and wider:
+            # A misrouted question would otherwise get "nothing found" while the answer sits in the
+            # next domain: search every domain the profile allows before saying so.
+            logger.info("nothing in %s; searching all of the profile's domains", ",".join(route.domains))
+            reply.prepared = search(list(profile.domains))
         reply.citations = reply.prepared.citations
         reply.timings.update(reply.prepared.timings)
     elif route.intent in ("sql", "chart"):

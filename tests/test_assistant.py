@@ -32,6 +32,22 @@ def test_docs_question_is_answered_from_its_domain_with_sources(seeded: VectorSt
     assert "".join(stream_text(reply, llm)) == "28 календарных дней [1]."
 
 
+def test_a_misrouted_docs_question_still_finds_its_answer_in_the_profiles_other_domains(
+    seeded: VectorStore, embedder: FastE5Embedder
+) -> None:
+    from dataclasses import replace
+
+    services = _services("support", seeded, embedder, FakeLLM())
+    classify = services.router.classify
+    # Routed to a domain with no documents (as the 1.5B slow path once sent laptop returns to "it").
+    services.router.classify = lambda message, conversation=None: replace(  # type: ignore[method-assign]
+        classify(message, conversation), intent="docs", domains=["sales"])
+    reply = respond("What is the return period for a laptop?", conversation=Conversation(),
+                    profile=get_profiles().profile("support"), services=services)
+    assert reply.route.domains == ["sales"]
+    assert [c.source for c in reply.citations][0] == "returns.md"
+
+
 def test_public_support_profile_never_sees_internal_documents(seeded: VectorStore, embedder: FastE5Embedder) -> None:
     services = _services("support", seeded, embedder, FakeLLM())
     reply = respond("What is the sales bonus above the plan?", conversation=Conversation(),
