@@ -242,9 +242,10 @@ def answer_analytics(
                     answer.retries, timings["total"])
         return answer
 
+    # What the database holds, for the answers that say it cannot answer.
+    tables = ", ".join(context.tables_in_scope or context.table_names) or "-"
     status, sql = generate(messages)
     if status != "answerable":
-        tables = ", ".join(context.tables_in_scope or context.table_names) or "-"
         return finish("clarify", _CLARIFY[status][lang].format(tables=tables))
 
     outcome = _try(sql, runner, allowed, opts, lang, timings)
@@ -286,7 +287,6 @@ def answer_analytics(
         if missing:
             # Every repair still asked for a column or table the database does not have: the data is
             # not there (Defog's idk questions, "impact factor of journals"). Say so and say what is.
-            tables = ", ".join(context.tables_in_scope or context.table_names) or "-"
             return finish("clarify", _MISSING[lang].format(name=missing, tables=tables), outcome)
         if outcome.rejection is not None and outcome.rejection.rule not in _RETRYABLE_RULES:
             return finish("rejected", str(outcome.rejection), outcome)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import date, datetime, time
-from decimal import Decimal
+from datetime import datetime, time
 from typing import TYPE_CHECKING
 
 import chainlit as cl
@@ -13,6 +12,7 @@ import chainlit as cl
 from rag_bot import prompts
 from rag_bot.errors import DatabaseUnavailable, LLMUnavailable, RagBotError
 from rag_bot.retrieval import Citation
+from rag_bot.sessions import jsonable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,18 +52,14 @@ def table_cell(value: object) -> object:
     """A result value as the table shows it.
 
     Chainlit sends the frame as JSON with ISO timestamps, so a date would read "2024-01-01T00:00:00.000":
-    dates and times become the text a person writes. Decimals (PostgreSQL numeric) become floats, so
-    they stay numbers.
+    dates and times become the text a person writes. Everything else goes through `jsonable`, as the
+    API's rows do (Decimals stay numbers, as floats).
     """
     if isinstance(value, datetime):
         if value.time() == time() and value.tzinfo is None:
             return value.date().isoformat()
         return value.strftime("%Y-%m-%d %H:%M:%S" if value.second else "%Y-%m-%d %H:%M")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
+    return jsonable(value)
 
 
 def result_frame(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50) -> pd.DataFrame:
