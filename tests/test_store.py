@@ -92,3 +92,33 @@ def test_upsert_rejects_mismatched_embeddings(store: VectorStore) -> None:
     doc = DocumentRecord(source="x", title="x", domain="d", audience="public", language="en", content_hash="h")
     with pytest.raises(ValueError):
         store.upsert_document(doc, [ChunkRecord("a", 0), ChunkRecord("b", 1)], np.zeros((1, 384), np.float32))
+
+
+def _has_vector_index(store: VectorStore) -> bool:
+    return store.conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE tablename = 'chunks' AND indexname = 'chunks_embedding_hnsw')"
+    ).fetchone()[0]
+
+
+def test_bulk_load_into_an_empty_store_builds_the_vector_index_once_at_the_end(
+    store: VectorStore, embedder: FastE5Embedder
+) -> None:
+    with store.bulk_load() as deferred:
+        assert deferred and not _has_vector_index(store)
+        _add(store, embedder, "returns.md", ["Возврат товара возможен в течение 14 дней."])
+    assert _has_vector_index(store)
+    with store.conn.transaction():  # one row: the planner would rather scan, unless told not to
+        store.conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(row[0] for row in store.conn.execute(
+            "EXPLAIN SELECT id FROM chunks ORDER BY embedding <=> %s LIMIT 5", (np.ones(384, dtype=np.float32),)
+        ).fetchall())
+    assert "chunks_embedding_hnsw" in plan
+    # A store that already holds chunks keeps its index while more are written.
+    with store.bulk_load() as deferred:
+        assert not deferred and _has_vector_index(store)
+
+
+def test_bulk_load_that_fails_midway_still_leaves_the_vector_index(store: VectorStore) -> None:
+    with pytest.raises(RuntimeError), store.bulk_load():
+        raise RuntimeError("interrupted")
+    assert _has_vector_index(store)
