@@ -15,6 +15,7 @@ from analytics_fixtures import demo_admin_url, demo_db, demo_schema_store  # noq
 
 from ingest.db_schema import sync_schema_notes
 from rag_bot.analytics.pipeline import AnalyticsAnswer, AnalyticsOptions, answer_analytics
+from rag_bot.analytics.schema_context import add_solved_examples_file
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
 from rag_bot.demo import DemoLoadReport
 from rag_bot.embeddings import Embedder
@@ -31,6 +32,8 @@ GOLD = {json.loads(line)["question"]: json.loads(line) for line in
 def demo_store(pg_admin_url: str, demo_db: DemoLoadReport, embedder: Embedder) -> Iterator[VectorStore]:
     store = demo_schema_store(pg_admin_url, demo_db, embedder, "t_e2e_", domain=DEMO_TABLE_DOMAINS)
     sync_schema_notes(REPO / "knowledge_base/db/README.md", store, embedder, database="demo")
+    # As `rag-bot up` sets up the chat: the demo's solved examples (none is an evaluation question).
+    add_solved_examples_file(REPO / "knowledge_base/db/examples.yaml", store, embedder)
     yield store
     store.close()
 
@@ -43,7 +46,7 @@ def _answer_with_gold_rows(
     with PostgresSqlRunner(demo_db.readonly_url, statement_timeout_ms=10000) as runner:
         answer = answer_analytics(question, llm=llm, store=store, embedder=embedder, runner=runner,
                                   language=record["language"], today=date(2025, 12, 31),
-                                  options=AnalyticsOptions(examples=0))
+                                  options=AnalyticsOptions())  # the chat's defaults
     assert answer.status == "ok", (answer.status, answer.text, answer.attempts)
     _, gold_rows = run_gold(demo_admin_url, record["sql"])
     assert results_match(gold_rows, answer.rows, ordered=ordered), answer.attempts
