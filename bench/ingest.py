@@ -222,7 +222,6 @@ def paired(rounds: int, raw: Callable[[], dict[str, Any]], ingest: Callable[[], 
         "raw": median["raw"], "ingest": median["ingest"], "ours_over_raw": median["ratio"],
         "cpu_ours_over_raw": sorted(run["cpu_ratio"] for run in runs)[len(runs) // 2],
         "ratios": [run["ratio"] for run in runs], "cpu_ratios": [run["cpu_ratio"] for run in runs],
-        "last_ingest": runs[-1]["ingest"],
     }
 
 

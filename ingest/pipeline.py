@@ -96,8 +96,6 @@ def sync_documents(
     # Three stages: this thread reads and chunks, one worker embeds, one writes. The embedder (outside
     # the GIL) never waits for PostgreSQL, and PostgreSQL's HNSW inserts run beside the next batch's
     # embedding. At most one batch is being embedded and two wait to be written: memory stays bounded.
-    embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-embed")
-    write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write")
     embedding: Future[list[_Embedded]] | None = None
     first_batch = max(1, batch_chunks // 4)
     writes: deque[Future[None]] = deque()
@@ -113,60 +111,62 @@ def sync_documents(
             writes.append(write_pool.submit(_write, embedding, store, report))
             pending.clear()
 
-    # Into an empty store the vector index is built once at the end (see VectorStore.bulk_load).
-    with store.bulk_load():
-        try:
-            for item in iter_files(root):
-                if isinstance(item, tuple):
-                    report.failed.append((str(item[0]), item[1]))
+    # Into an empty store the vector index is built once at the end (see VectorStore.bulk_load). On
+    # leaving, the pools finish the batches in flight (each transaction is whole either way), then the
+    # index is built.
+    with (
+        store.bulk_load(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-embed") as embed_pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write") as write_pool,
+    ):
+        for item in iter_files(root):
+            if isinstance(item, tuple):
+                report.failed.append((str(item[0]), item[1]))
+                continue
+            path = item
+            source = str(path.resolve())
+            seen.add(source)
+            if progress:
+                progress(path.name)
+            try:
+                if source in stored and stored[source] == file_hash(path):
+                    report.unchanged.append(source)
                     continue
-                path = item
-                source = str(path.resolve())
-                seen.add(source)
-                if progress:
-                    progress(path.name)
-                try:
-                    if source in stored and stored[source] == file_hash(path):
-                        report.unchanged.append(source)
-                        continue
-                    loaded = load_document(
-                        path, root=base, domain=domain, audience=audience, max_bytes=int(max_file_mb * 1024 * 1024)
-                    )
-                    chunks = chunk_document(loaded, chunking, embedder=embedder)
-                    if not chunks:
-                        raise IngestError(f"{path.name}: no text to index after chunking.")
-                except IngestError as exc:
-                    report.failed.append((source, str(exc)))
-                    continue
-                except PermissionError:
-                    report.failed.append((source, f"{path.name}: permission denied. Let the user running the ingest "
-                                                  "read it (e.g. chmod o+r), or remove it from the folder."))
-                    continue
-                except OSError as exc:
-                    report.failed.append((source, f"{path.name}: could not be read ({exc.strerror or exc})."))
-                    continue
-                except Exception as exc:  # noqa: BLE001 - a reader library may raise anything; skip and report
-                    logger.exception("unexpected failure reading %s", path)
-                    report.failed.append((source, f"{path.name}: could not be read ({type(exc).__name__}: {exc})."))
-                    continue
-                record = DocumentRecord(
-                    source=source,
-                    title=loaded.title,
-                    domain=loaded.domain,
-                    audience=loaded.audience,
-                    language=loaded.language,
-                    content_hash=loaded.content_hash,
-                    metadata=loaded.metadata,
+                loaded = load_document(
+                    path, root=base, domain=domain, audience=audience, max_bytes=int(max_file_mb * 1024 * 1024)
                 )
-                texts = [embedding_text(loaded.title, c.heading, c.text) for c in chunks]
-                pending.append(_Prepared(record, chunks, texts, is_update=source in stored))
-                # The first batch is small so that the embedder starts while the rest is still read.
-                if sum(len(p.chunks) for p in pending) >= (batch_chunks if writes else first_batch):
-                    flush()
-            flush()
-        finally:
-            embed_pool.shutdown(wait=True)
-            write_pool.shutdown(wait=True)  # batches in flight finish: each transaction is whole either way
+                chunks = chunk_document(loaded, chunking, embedder=embedder)
+                if not chunks:
+                    raise IngestError(f"{path.name}: no text to index after chunking.")
+            except IngestError as exc:
+                report.failed.append((source, str(exc)))
+                continue
+            except PermissionError:
+                report.failed.append((source, f"{path.name}: permission denied. Let the user running the ingest "
+                                              "read it (e.g. chmod o+r), or remove it from the folder."))
+                continue
+            except OSError as exc:
+                report.failed.append((source, f"{path.name}: could not be read ({exc.strerror or exc})."))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a reader library may raise anything; skip and report
+                logger.exception("unexpected failure reading %s", path)
+                report.failed.append((source, f"{path.name}: could not be read ({type(exc).__name__}: {exc})."))
+                continue
+            record = DocumentRecord(
+                source=source,
+                title=loaded.title,
+                domain=loaded.domain,
+                audience=loaded.audience,
+                language=loaded.language,
+                content_hash=loaded.content_hash,
+                metadata=loaded.metadata,
+            )
+            texts = [embedding_text(loaded.title, c.heading, c.text) for c in chunks]
+            pending.append(_Prepared(record, chunks, texts, is_update=source in stored))
+            # The first batch is small so that the embedder starts while the rest is still read.
+            if sum(len(p.chunks) for p in pending) >= (batch_chunks if embedding is not None else first_batch):
+                flush()
+        flush()
     for write in writes:
         write.result()  # a failed write is an error of the whole run, not of one file
     gone = sorted(set(stored) - seen)
