@@ -181,7 +181,7 @@ def _demo_gold() -> list[tuple[str, str]]:
         for line in (REPO / "knowledge_base" / "eval" / name).read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             if record.get("sql"):
-                items.append((record["id"], record["sql"]))
+                items += [(record["id"], variant) for variant in expand_gold_variants(record["sql"])]
     return items
 
 

@@ -13,6 +13,7 @@ from analytics_fixtures import demo_admin_url, demo_db, sql_runner  # noqa: F401
 from rag_bot.analytics.sql_guard import validate_sql
 from rag_bot.analytics.sql_runner import PostgresSqlRunner, SqlExecutionError
 from rag_bot.demo import TABLES
+from rag_bot.evaluation.sql import expand_gold_variants
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,8 +68,7 @@ def test_every_demo_gold_query_gives_the_same_rows_after_the_guard(
     records = [json.loads(line) for line in lines]
     with psycopg.connect(demo_admin_url) as admin:
         for record in records:
-            if not record["sql"]:
-                continue
-            expected = [tuple(r) for r in admin.execute(record["sql"]).fetchall()]
-            got = sql_runner.run(validate_sql(record["sql"], max_rows=1000)).rows
-            assert got == expected[:1000], record["id"]
+            for variant in expand_gold_variants(record["sql"] or ""):
+                expected = [tuple(r) for r in admin.execute(variant).fetchall()]
+                got = sql_runner.run(validate_sql(variant, max_rows=1000)).rows
+                assert got == expected[:1000], record["id"]

@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Sequence
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from rag_bot.llm.base import ChatMessage, LLMClient
@@ -25,10 +25,12 @@ MAX_ROWS_SHOWN = 20
 _SYSTEM = {
     "en": "You explain database query results to a business user. Answer the question in English in one to "
     "three sentences, giving the key numbers exactly as they appear in the result (you may round). Do not "
-    "compute new numbers (no sums, differences or percentages that are not in the result). No SQL, no preamble.",
+    "compute new numbers (no sums, differences or percentages that are not in the result) and do not add currency "
+    "signs or units the result does not show. No SQL, no preamble.",
     "ru": "Ты объясняешь результаты запроса к базе данных бизнес-пользователю. Ответь на вопрос по-русски "
     "в одном-трёх предложениях, приводя ключевые числа так, как они есть в результате (можно округлить). "
-    "Не вычисляй новые числа (суммы, разницы, проценты, которых нет в результате). Без SQL и вступлений.",
+    "Не вычисляй новые числа (суммы, разницы, проценты, которых нет в результате) и не добавляй знаки валют "
+    "и единицы, которых в результате нет. Без SQL и вступлений.",
 }
 _TEMPLATE = {
     "en": "Here is the result: {n} row(s).",
@@ -45,6 +47,9 @@ _TRUNCATED = {
 
 # 1 234 567,89 | 1,234,567.89 | 1234.5 | -3 | 12%
 _NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:[ \u00a0\u202f,]\d{3})+(?:[.,]\d+)?(?!\w)|(?<![\w.])-?\d+(?:[.,]\d+)?(?!\w)")
+
+# "1. Acme — 5 orders": the ordinal of a numbered list is not a figure from the result.
+_LIST_MARKER = re.compile(r"^[ \t]*\d{1,2}[.)](?=[ \t])", re.MULTILINE)
 
 
 def render_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], limit: int = MAX_ROWS_SHOWN) -> str:
@@ -108,8 +113,8 @@ def _result_numbers(rows: Sequence[Sequence[Any]]) -> list[Decimal]:
 def numbers_supported(text: str, rows: Sequence[Sequence[Any]], question: str = "") -> list[str]:
     """Numbers in `text` that match nothing in the result, the question or the row count (empty = ok).
 
-    A written number matches a cell when equal after rounding the cell to the written precision, or
-    when it is the cell in thousands/millions/billions rounded the same way ("1.2 млн").
+    A written number matches a cell rounded or cut off to the written precision, also in thousands,
+    millions or billions ("1.2 млн"). The ordinals of a numbered list ("4. Acme") are not figures.
     """
     allowed = _result_numbers(rows) + [Decimal(len(rows))]
     for token in _NUMBER.findall(question):
@@ -117,28 +122,30 @@ def numbers_supported(text: str, rows: Sequence[Sequence[Any]], question: str = 
         if parsed:
             allowed.append(parsed[0])
     unsupported = []
-    for token in _NUMBER.findall(text):
+    for token in _NUMBER.findall(_LIST_MARKER.sub("", text)):
         parsed = _parse_number(token)
         if parsed is None:
             continue
         value, places = parsed
         quantum = Decimal(1).scaleb(-places)
-        ok = False
-        for cell in allowed:
-            for scale in (1, 1000, 1_000_000, 1_000_000_000):
-                scaled = cell / scale
-                if abs(scaled.quantize(quantum) - value) <= quantum / 2 or abs(abs(scaled) - abs(value)) < quantum:
-                    ok = True
-                    break
-                # Percent written for a share: 0.125 -> 12.5 %
-                if scale == 1 and abs((cell * 100).quantize(quantum) - value) <= quantum / 2 and abs(cell) <= 1:
-                    ok = True
-                    break
-            if ok:
-                break
-        if not ok:
+        if not any(_written_as(value, quantum, cell) for cell in allowed):
             unsupported.append(token)
     return unsupported
+
+
+def _written_as(value: Decimal, quantum: Decimal, cell: Decimal) -> bool:
+    """Whether `value`, written to `quantum`, can be `cell`: rounded or cut off ("73.8" / "73.7" for
+    73,799,303 in millions), in units, thousands, millions or billions, or a share written in percent."""
+    candidates = [cell / scale for scale in (1, 1000, 1_000_000, 1_000_000_000)]
+    if abs(cell) <= 1:
+        candidates.append(cell * 100)  # 0.125 written as 12.5 %
+    for scaled in candidates:
+        try:
+            if value in (scaled.quantize(quantum, ROUND_HALF_UP), scaled.quantize(quantum, ROUND_DOWN)):
+                return True
+        except InvalidOperation:  # more digits written than the decimal context holds
+            continue
+    return False
 
 
 def template_answer(row_count: int, language: str, truncated: bool = False) -> str:

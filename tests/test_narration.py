@@ -1,0 +1,87 @@
+"""The narration's number check: every figure in the text must come from the result (issue 6, step 7)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from rag_bot.analytics.narration import narrate_result, numbers_supported
+from rag_bot.llm.fake import FakeLLM
+
+TOP5 = [("АО «ТД Бриз-Медиа»", Decimal("73799303.00")), ("АО «Импульс-Медиа»", Decimal("59577572.00")),
+        ("АО «ТД Фарватер-Энерго»", Decimal("59237713.50")), ("АО «Лидер-Агро»", Decimal("53371119.00")),
+        ("АО «Луч-Девелопмент»", Decimal("50054629.00"))]
+
+# What Qwen2.5-Coder-1.5B wrote for "top 5 customers by revenue in 2024" (the check used to reject its "4.").
+NUMBERED_LIST = """The top 5 customers by revenue in 2024 are:
+1. АО «ТД Бриз-Медиа» with a revenue of 73,799,303.
+2. АО «Импульс-Медиа» with a revenue of 59,577,572.
+3. АО «ТД Фарватер-Энерго» with a revenue of 59,237,713.50.
+4. АО «Лидер-Агро» with a revenue of 53,371,119.
+5. АО «Луч-Девелопмент» with a revenue of 50,054,629."""
+
+
+def test_a_numbered_list_of_result_figures_passes() -> None:
+    assert numbers_supported(NUMBERED_LIST, TOP5, "top 5 customers by revenue in 2024") == []
+
+
+def test_a_wrong_figure_inside_a_numbered_list_is_caught() -> None:
+    text = NUMBERED_LIST.replace("53,371,119", "53,371,911")
+    assert numbers_supported(text, TOP5, "top 5 customers by revenue in 2024") == ["53,371,911"]
+
+
+@pytest.mark.parametrize("text", [
+    "The leader is at 73.8 million.",        # rounded, in millions
+    "The leader is at 73.7 million.",        # cut off, in millions
+    "Лидер — 73,8 млн, второй — 59 577 572,00.",
+    "The leader is at 73799303.",
+    "Five customers, led by 73,799 thousand.",
+])
+def test_figures_written_rounded_or_scaled_pass(text: str) -> None:
+    assert numbers_supported(text, TOP5) == []
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("The leader is at 80.1 million.", ["80.1"]),
+    ("Revenue grew 1 time over the year.", ["1"]),  # not 73,799,303 in billions "rounded" to 1
+    ("The leader is at 73.9 million.", ["73.9"]),
+    ("Together they made 296,040,336.50.", ["296,040,336.50"]),  # a sum the result does not hold
+])
+def test_figures_not_in_the_result_are_reported(text: str, bad: list[str]) -> None:
+    assert numbers_supported(text, TOP5) == bad
+
+
+def test_shares_may_be_written_in_percent_and_dates_by_their_parts() -> None:
+    rows = [(date(2025, 3, 1), Decimal("0.125"))]
+    assert numbers_supported("On 1 March 2025 the rate was 12.5 % (13 % rounded).", rows) == []
+    assert numbers_supported("The rate was 14 %.", rows) == ["14"]
+
+
+def test_numbers_from_the_question_and_the_row_count_are_allowed() -> None:
+    assert numbers_supported("In 2024 there are 5 customers above 50 million.", TOP5,
+                             "top 5 customers by revenue in 2024") == []
+
+
+def test_narration_with_an_invented_number_is_regenerated_once() -> None:
+    llm = FakeLLM(["The top customer made 99 million.", "The top customer made 73.8 million."])
+    text, checked = narrate_result("top 5 customers by revenue in 2024", ["customer", "revenue"], TOP5,
+                                   llm=llm, language="en")
+    assert (text, checked) == ("The top customer made 73.8 million.", True)
+    assert "These numbers are not in the result: 99" in llm.received[1][-1].content
+
+
+def test_narration_that_keeps_inventing_falls_back_to_the_table_sentence() -> None:
+    llm = FakeLLM(["Revenue was 3 billion.", "Revenue was 4 billion."])
+    text, checked = narrate_result("Выручка за 2024 год", ["revenue"], [(Decimal("73799303.00"),)],
+                                   llm=llm, language="ru")
+    assert (text, checked) == ("Вот результат: строк — 1.", False)
+    assert len(llm.received) == 2
+
+
+def test_an_empty_result_is_said_without_asking_the_llm() -> None:
+    llm = FakeLLM()
+    assert narrate_result("orders on Sunday", ["n"], [], llm=llm, language="en") == (
+        "The query returned no rows: there are no matching records.", True)
+    assert llm.received == []
