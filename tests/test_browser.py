@@ -11,6 +11,7 @@ Chromium's path: RAG_BOT_CHROMIUM (default /usr/bin/chromium; scripts/test.sh in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -25,12 +26,14 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from analytics_fixtures import demo_db  # noqa: F401
+from analytics_fixtures import demo_admin_url, demo_db  # noqa: F401
 from conftest import REPO, free_port, stop_process_group
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
+from rag_bot.analytics.narration import numbers_supported
 from rag_bot.db import ensure_database, with_database
 from rag_bot.demo import DemoLoadReport
+from rag_bot.evaluation.sql import expand_gold_variants, results_match, run_gold
 
 CHROMIUM = Path(os.environ.get("RAG_BOT_CHROMIUM") or "/usr/bin/chromium")
 
@@ -313,6 +316,34 @@ def test_data_answer_shows_a_table_and_a_follow_up_chart_an_image(page: Page, ap
     # "Plot that": a chart of the result above, drawn by generated code in the sandbox.
     ask(page, "Plot that as a bar chart")
     answer = wait_chart(page, app)
+
+
+def _shown_value(text: str) -> object:
+    """A table cell as the chat shows it, back to a number when it is one ("73,799,303" -> 73799303.0)."""
+    compact = re.sub(r"[\s\u00a0\u202f,]", "", text)
+    return float(compact) if re.fullmatch(r"-?\d+(\.\d+)?", compact) else text
+
+
+@pytest.mark.quality
+@pytest.mark.timeout(3000)
+@pytest.mark.parametrize("question", ["top 5 customers by revenue in 2024", "Выручка по регионам за прошлый квартал"])
+def test_done_when_questions_get_correct_explained_answers(page: Page, app: App, demo_admin_url: str,
+                                                           question: str) -> None:
+    """Issue 6's done-when, in the chat: the table shown is the gold SQL's result (any gold variant, by
+    the eval's rules) and the answer's text explains it with figures that are all in the gold result."""
+    gold_sql = next(json.loads(line)["sql"] for line in
+                    (REPO / "knowledge_base/eval/sql_qa.jsonl").read_text(encoding="utf-8").splitlines()
+                    if json.loads(line)["question"] == question)
+    golds = [run_gold(demo_admin_url, variant)[1] for variant in expand_gold_variants(gold_sql)]
+    sign_in(page, app, ANALYST)
+    ask(page, question)
+    answer, _ = wait_answer(page, ".dataframe table", DATA_TIMEOUT_S, app)
+    shown = [tuple(_shown_value(c.strip()) for c in row.locator("td").all_inner_texts())
+             for row in answer.locator(".dataframe table tbody tr").all()]
+    assert any(results_match(rows, shown, ordered=True) for rows in golds), (shown, golds[0])
+    text = answer.locator(".message-content").first.inner_text().strip()
+    assert not text.startswith(("Here is the result", "Вот результат")), text  # the table-only fallback
+    assert re.search(r"\d", text) and numbers_supported(text, golds[0], question) == [], text
 
 
 @pytest.mark.quality

@@ -85,3 +85,29 @@ def test_an_empty_result_is_said_without_asking_the_llm() -> None:
     assert narrate_result("orders on Sunday", ["n"], [], llm=llm, language="en") == (
         "The query returned no rows: there are no matching records.", True)
     assert llm.received == []
+
+
+REGIONS = [("Центр", Decimal("499373664.50")), ("Северо-Запад", Decimal("253124025.20")),
+           ("Урал", Decimal("192189473.60"))]
+
+
+def test_a_sentence_with_a_figure_of_its_own_is_dropped_and_the_rest_kept() -> None:
+    """What the 1.5B model wrote for "Выручка по регионам за прошлый квартал": a correct list, then a
+    "total" it summed itself (and wrongly). Asked again at temperature 0 it wrote the same text."""
+    reply = ("В прошлом квартале выручка по регионам была следующей:\n\n1. Центр: 499373664.50\n"
+             "2. Северо-Запад: 253124025.20\n3. Урал: 192189473.60\n\n"
+             "Общая выручка по регионам составила 1,94 billion рублей. Лидер — Центр.")
+    llm = FakeLLM([reply])
+    text, checked = narrate_result("Выручка по регионам за прошлый квартал", ["region", "revenue"], REGIONS,
+                                   llm=llm, language="ru")
+    assert checked and len(llm.received) == 1
+    assert text == ("В прошлом квартале выручка по регионам была следующей:\n\n1. Центр: 499373664.50\n"
+                    "2. Северо-Запад: 253124025.20\n3. Урал: 192189473.60\n\nЛидер — Центр.")
+    assert numbers_supported(text, REGIONS) == []
+
+
+def test_a_narrative_left_without_figures_is_regenerated() -> None:
+    llm = FakeLLM(["Центр лидирует. Всего 1,94 млрд.", "Центр лидирует с 499,4 млн."])
+    text, checked = narrate_result("Выручка по регионам", ["region", "revenue"], REGIONS, llm=llm, language="ru")
+    assert (text, checked) == ("Центр лидирует с 499,4 млн.", True)
+    assert len(llm.received) == 2

@@ -156,6 +156,21 @@ def template_answer(row_count: int, language: str, truncated: bool = False) -> s
     return text
 
 
+# Sentence ends inside a line; "1. " and "2.5. " are not ends (a digit before the stop).
+_SENTENCE_END = re.compile(r"(?<=[^\d\s][.!?])[ \t]+")
+
+
+def _only_supported_sentences(text: str, rows: Sequence[Sequence[Any]], question: str) -> str | None:
+    """`text` without the sentences whose numbers are not in the result; None when no figure is left."""
+    lines = []
+    for line in text.splitlines():
+        kept = [s for s in _SENTENCE_END.split(line) if not numbers_supported(s, rows, question)]
+        if kept:
+            lines.append(" ".join(kept))
+    result = "\n".join(lines).strip()
+    return result if _NUMBER.search(_LIST_MARKER.sub("", result)) else None
+
+
 def narrate_result(
     question: str,
     columns: Sequence[str],
@@ -177,10 +192,15 @@ def narrate_result(
     for attempt in range(max_attempts):
         text = llm.complete(messages, max_tokens=200).text.strip()
         bad = numbers_supported(text, rows, question)
-        if text and not bad:
+        # A sentence with a figure of its own (a "total" it summed, often wrongly) is dropped; the
+        # sentences that only quote the result stay. Greedy decoding would repeat it when asked again.
+        checked = text if not bad else _only_supported_sentences(text, rows, question)
+        if checked:
+            if bad:
+                logger.info("narration: dropped the sentences with numbers not in the result: %s", bad)
             if truncated:
-                text += _TRUNCATED[lang].format(n=len(rows))
-            return text, True
+                checked += _TRUNCATED[lang].format(n=len(rows))
+            return checked, True
         logger.info("narration attempt %d has numbers not in the result: %s", attempt + 1, bad)
         messages = messages + [
             ChatMessage("assistant", text),
