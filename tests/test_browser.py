@@ -341,7 +341,8 @@ def test_done_when_questions_get_correct_explained_answers(page: Page, app: App,
     shown = [tuple(_shown_value(c.strip()) for c in row.locator("td").all_inner_texts())
              for row in answer.locator(".dataframe table tbody tr").all()]
     assert any(results_match(rows, shown, ordered=True) for rows in golds), (shown, golds[0])
-    text = answer.locator(".message-content").first.inner_text().strip()
+    # The message's text part (its .message-content also holds the table and the table's page numbers).
+    text = answer.locator(".message-content .prose").first.inner_text().strip()
     assert not text.startswith(("Here is the result", "Вот результат")), text  # the table-only fallback
     assert re.search(r"\d", text) and numbers_supported(text, golds[0], question) == [], text
 
