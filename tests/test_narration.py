@@ -111,3 +111,16 @@ def test_a_narrative_left_without_figures_is_regenerated() -> None:
     text, checked = narrate_result("Выручка по регионам", ["region", "revenue"], REGIONS, llm=llm, language="ru")
     assert (text, checked) == ("Центр лидирует с 499,4 млн.", True)
     assert len(llm.received) == 2
+
+
+def test_a_currency_sign_neither_the_question_nor_the_result_shows_is_dropped() -> None:
+    llm = FakeLLM(["The top customer is АО «ТД Бриз-Медиа» with a revenue of $73,799,303."])
+    text, checked = narrate_result("top 5 customers by revenue in 2024", ["customer", "revenue"], TOP5,
+                                   llm=llm, language="en")
+    assert (text, checked) == ("The top customer is АО «ТД Бриз-Медиа» with a revenue of 73,799,303.", True)
+
+
+def test_a_currency_sign_the_question_uses_is_kept() -> None:
+    llm = FakeLLM(["Revenue was $73.8 million."])
+    assert narrate_result("revenue in $ in 2024", ["revenue"], TOP5[:1], llm=llm, language="en") == (
+        "Revenue was $73.8 million.", True)

@@ -156,6 +156,8 @@ def template_answer(row_count: int, language: str, truncated: bool = False) -> s
     return text
 
 
+_CURRENCY_SIGNS = "$€£¥₽"
+
 # Sentence ends inside a line; "1. " and "2.5. " are not ends (a digit before the stop).
 _SENTENCE_END = re.compile(r"(?<=[^\d\s][.!?])[ \t]+")
 
@@ -169,6 +171,17 @@ def _only_supported_sentences(text: str, rows: Sequence[Sequence[Any]], question
             lines.append(" ".join(kept))
     result = "\n".join(lines).strip()
     return result if _NUMBER.search(_LIST_MARKER.sub("", result)) else None
+
+
+def _without_invented_currency(text: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                               question: str) -> str:
+    """Drop currency signs that neither the question nor the result shows: the 1.5B model writes "$"
+    before any amount, and the demo company's amounts are roubles."""
+    shown = " ".join([question, *columns, *(str(v) for row in rows for v in row if isinstance(v, str))])
+    for sign in _CURRENCY_SIGNS:
+        if sign in text and sign not in shown:
+            text = text.replace(sign, "")
+    return text
 
 
 def narrate_result(
@@ -196,6 +209,7 @@ def narrate_result(
         # sentences that only quote the result stay. Greedy decoding would repeat it when asked again.
         checked = text if not bad else _only_supported_sentences(text, rows, question)
         if checked:
+            checked = _without_invented_currency(checked, columns, rows, question)
             if bad:
                 logger.info("narration: dropped the sentences with numbers not in the result: %s", bad)
             if truncated:
