@@ -1,0 +1,90 @@
+"""Narration stage: latency and how often the LLM's narrative passes the number check.
+
+Takes the demo answers of a `rag-bot eval sql` results file that returned rows, runs each stored query
+again on the demo database, and narrates the result with the real LLM exactly as the chat does
+(`narrate_result`: one regeneration, then the table-only sentence). Nothing else is asked of the LLM.
+
+    RAG_BOT_LLM_BASE_URL=http://127.0.0.1:8001/v1 uv run --no-sync python bench/narration.py \\
+        bench/results/sql_eval_40.json            # -> bench/results/narration.json and .md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rag_bot.analytics.narration import narrate_result, numbers_supported
+from rag_bot.config import get_settings
+from rag_bot.db import admin_url, running_postgres, with_database
+from rag_bot.demo import load_demo_database
+from rag_bot.evaluation.common import format_table, percentile
+from rag_bot.evaluation.sql import load_jsonl, run_gold
+from rag_bot.llm.base import ChatMessage, Completion
+from rag_bot.llm.openai_compat import OpenAICompatClient
+
+RESULTS = Path("bench/results")
+
+
+class _Counting:
+    """The LLM client, counting calls (1 = first narrative passed, 2 = regenerated)."""
+
+    def __init__(self, llm: OpenAICompatClient) -> None:
+        self.llm, self.calls, self.texts = llm, 0, []
+
+    def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None) -> Completion:
+        self.calls += 1
+        reply = self.llm.complete(messages, max_tokens=max_tokens)
+        self.texts.append(reply.text)
+        return reply
+
+
+def run(path: Path) -> dict[str, Any]:
+    settings = get_settings()
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    items = {i.id: i for i in load_jsonl(Path("knowledge_base/eval/sql_qa.jsonl"))}
+    answers = [r for r in payload["items"]["rag_bot"] if r["database"] == "demo" and r["status"] == "ok" and r["sql"]]
+    llm = OpenAICompatClient(settings.llm_base_url, settings.llm_model, temperature=0.0, max_tokens=400,
+                             timeout_s=600)
+    rows_out = []
+    with running_postgres(settings):
+        admin = admin_url(settings)
+        demo = with_database(admin, load_demo_database(admin).db_name)
+        for answer in answers:
+            item = items[answer["id"]]
+            columns, rows = run_gold(demo, answer["sql"])
+            if not rows:
+                continue  # an empty result is said without the LLM
+            counting = _Counting(llm)
+            t0 = time.perf_counter()
+            text, checked = narrate_result(item.question, columns, rows[:1000], llm=counting, language=item.language)
+            rows_out.append({
+                "id": item.id, "language": item.language, "correct_sql": answer["correct"], "rows": len(rows),
+                "seconds": round(time.perf_counter() - t0, 2), "llm_calls": counting.calls, "checked": checked,
+                "text": text, "rejected": [t for t in counting.texts if numbers_supported(t, rows, item.question)],
+            })
+            sys.stderr.write(f"{item.id}: {rows_out[-1]['seconds']} s, checked={checked}\n")
+    return {"source": str(path), "model": settings.llm_model, "items": rows_out}
+
+
+def report(result: dict[str, Any]) -> str:
+    items = result["items"]
+    seconds = [i["seconds"] for i in items]
+    passed_first = sum(i["checked"] and i["llm_calls"] == 1 for i in items)
+    passed_second = sum(i["checked"] and i["llm_calls"] == 2 for i in items)
+    table = format_table(["narratives", "passed first time", "passed after one regeneration",
+                          "table-only fallback", "p50 s", "p95 s"],
+                         [[len(items), passed_first, passed_second, len(items) - passed_first - passed_second,
+                           round(percentile(seconds, 50), 1), round(percentile(seconds, 95), 1)]])
+    return (f"# Narration ({result['model']}, demo answers of {result['source']})\n\n{table}\n\n"
+            "Each item's text, LLM calls and rejected drafts are in narration.json.\n")
+
+
+if __name__ == "__main__":
+    result = run(Path(sys.argv[1]))
+    RESULTS.joinpath("narration.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    RESULTS.joinpath("narration.md").write_text(report(result), encoding="utf-8")
+    sys.stdout.write(report(result))
