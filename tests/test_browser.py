@@ -11,7 +11,6 @@ Chromium's path: RAG_BOT_CHROMIUM (default /usr/bin/chromium; scripts/test.sh in
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -33,7 +32,7 @@ from playwright.sync_api import Browser, Locator, Page, sync_playwright
 from rag_bot.analytics.narration import numbers_supported
 from rag_bot.db import ensure_database, with_database
 from rag_bot.demo import DemoLoadReport
-from rag_bot.evaluation.sql import expand_gold_variants, results_match, run_gold
+from rag_bot.evaluation.sql import expand_gold_variants, load_jsonl, run_gold, score
 
 CHROMIUM = Path(os.environ.get("RAG_BOT_CHROMIUM") or "/usr/bin/chromium")
 
@@ -331,20 +330,19 @@ def test_done_when_questions_get_correct_explained_answers(page: Page, app: App,
                                                            question: str) -> None:
     """Issue 6's done-when, in the chat: the table shown is the gold SQL's result (any gold variant, by
     the eval's rules) and the answer's text explains it with figures that are all in the gold result."""
-    gold_sql = next(json.loads(line)["sql"] for line in
-                    (REPO / "knowledge_base/eval/sql_qa.jsonl").read_text(encoding="utf-8").splitlines()
-                    if json.loads(line)["question"] == question)
-    golds = [run_gold(demo_admin_url, variant)[1] for variant in expand_gold_variants(gold_sql)]
+    item = next(i for i in load_jsonl(REPO / "knowledge_base/eval/sql_qa.jsonl") if i.question == question)
+    assert item.gold and "order by" in item.gold.lower()  # so the eval's score() compares in order
+    gold_rows = run_gold(demo_admin_url, expand_gold_variants(item.gold)[0])[1]
     sign_in(page, app, ANALYST)
     ask(page, question)
     answer, _ = wait_answer(page, ".dataframe table", DATA_TIMEOUT_S, app)
     shown = [tuple(_shown_value(c.strip()) for c in row.locator("td").all_inner_texts())
              for row in answer.locator(".dataframe table tbody tr").all()]
-    assert any(results_match(rows, shown, ordered=True) for rows in golds), (shown, golds[0])
+    assert score(item, "ok", shown, demo_admin_url)[0], (shown, gold_rows)
     # The message's text part (its .message-content also holds the table and the table's page numbers).
     text = answer.locator(".message-content .prose").first.inner_text().strip()
     assert not text.startswith(("Here is the result", "Вот результат")), text  # the table-only fallback
-    assert re.search(r"\d", text) and numbers_supported(text, golds[0], question) == [], text
+    assert re.search(r"\d", text) and numbers_supported(text, gold_rows, question) == [], text
 
 
 @pytest.mark.quality

@@ -116,13 +116,26 @@ def numbers_supported(text: str, rows: Sequence[Sequence[Any]], question: str = 
     A written number matches a cell rounded or cut off to the written precision, also in thousands,
     millions or billions ("1.2 млн"). The ordinals of a numbered list ("4. Acme") are not figures.
     """
+    return _unsupported(text, _allowed_numbers(rows, question))
+
+
+def _allowed_numbers(rows: Sequence[Sequence[Any]], question: str) -> list[Decimal]:
+    """What a figure may be: a result cell, a number of the question, the row count."""
     allowed = _result_numbers(rows) + [Decimal(len(rows))]
     for token in _NUMBER.findall(question):
         parsed = _parse_number(token)
         if parsed:
             allowed.append(parsed[0])
+    return allowed
+
+
+def _figures(text: str) -> list[str]:
+    return _NUMBER.findall(_LIST_MARKER.sub("", text))
+
+
+def _unsupported(text: str, allowed: Sequence[Decimal]) -> list[str]:
     unsupported = []
-    for token in _NUMBER.findall(_LIST_MARKER.sub("", text)):
+    for token in _figures(text):
         parsed = _parse_number(token)
         if parsed is None:
             continue
@@ -162,15 +175,15 @@ _CURRENCY_SIGNS = "$€£¥₽"
 _SENTENCE_END = re.compile(r"(?<=[^\d\s][.!?])[ \t]+")
 
 
-def _only_supported_sentences(text: str, rows: Sequence[Sequence[Any]], question: str) -> str | None:
-    """`text` without the sentences whose numbers are not in the result; None when no figure is left."""
+def _only_supported_sentences(text: str, allowed: Sequence[Decimal]) -> str | None:
+    """`text` without the sentences whose numbers are not allowed; None when no figure is left."""
     lines = []
     for line in text.splitlines():
-        kept = [s for s in _SENTENCE_END.split(line) if not numbers_supported(s, rows, question)]
+        kept = [s for s in _SENTENCE_END.split(line) if not _unsupported(s, allowed)]
         if kept:
             lines.append(" ".join(kept))
     result = "\n".join(lines).strip()
-    return result if _NUMBER.search(_LIST_MARKER.sub("", result)) else None
+    return result if _figures(result) else None
 
 
 def _without_invented_currency(text: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
@@ -202,19 +215,20 @@ def narrate_result(
         ChatMessage("system", _SYSTEM[lang]),
         ChatMessage("user", f"Question: {question}\n\nResult:\n{render_result(columns, rows)}"),
     ]
+    allowed = _allowed_numbers(rows, question)
     for attempt in range(max_attempts):
         text = llm.complete(messages, max_tokens=200).text.strip()
-        bad = numbers_supported(text, rows, question)
+        bad = _unsupported(text, allowed)
         # A sentence with a figure of its own (a "total" it summed, often wrongly) is dropped; the
         # sentences that only quote the result stay. Greedy decoding would repeat it when asked again.
-        checked = text if not bad else _only_supported_sentences(text, rows, question)
-        if checked:
-            checked = _without_invented_currency(checked, columns, rows, question)
+        answer = text if not bad else _only_supported_sentences(text, allowed)
+        if answer:
+            answer = _without_invented_currency(answer, columns, rows, question)
             if bad:
                 logger.info("narration: dropped the sentences with numbers not in the result: %s", bad)
             if truncated:
-                checked += _TRUNCATED[lang].format(n=len(rows))
-            return checked, True
+                answer += _TRUNCATED[lang].format(n=len(rows))
+            return answer, True
         logger.info("narration attempt %d has numbers not in the result: %s", attempt + 1, bad)
         messages = messages + [
             ChatMessage("assistant", text),
