@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from rag_bot.analytics.narration import narrate_result, numbers_supported
+from rag_bot.analytics.narration import narrate_result, numbers_supported, render_result
 from rag_bot.llm.fake import FakeLLM
 
 TOP5 = [("АО «ТД Бриз-Медиа»", Decimal("73799303.00")), ("АО «Импульс-Медиа»", Decimal("59577572.00")),
@@ -124,3 +124,26 @@ def test_a_currency_sign_the_question_uses_is_kept() -> None:
     llm = FakeLLM(["Revenue was $73.8 million."])
     assert narrate_result("revenue in $ in 2024", ["revenue"], TOP5[:1], llm=llm, language="en") == (
         "Revenue was $73.8 million.", True)
+
+
+def test_the_prompt_shows_large_numbers_grouped_and_years_as_they_are() -> None:
+    """The 1.5B model regrouped a bare 699886081.40 as "69,988,608.10"; it is shown grouped."""
+    rows = [(2024, Decimal("699886081.40"), Decimal("1147559678.60000"), 0.12345, -15000, Decimal("12.5"))]
+    assert render_result(["year", "revenue", "total", "share", "delta", "price"], rows).splitlines()[1] == (
+        "2024 | 699,886,081.40 | 1,147,559,678.60 | 0.1235 | -15,000 | 12.50")
+
+
+def test_every_grouped_prompt_figure_passes_the_number_check() -> None:
+    """What the model copies from the prompt must be accepted by the check."""
+    rows = [(Decimal("699886081.40"), 1391136426, 0.5, Decimal("-1234567.00"))]
+    assert numbers_supported(render_result(["a", "b", "c", "d"], rows).splitlines()[1], rows) == []
+
+
+def test_a_lead_in_whose_whole_list_was_dropped_is_regenerated() -> None:
+    """The model invented "Category A: 15.3%" lines; only "… was as follows:" would have been left."""
+    invented = "In 2024 the margin by category was as follows:\n- Category A: 15.3%\n- Category B: 18.7%"
+    llm = FakeLLM([invented, invented])
+    text, checked = narrate_result("gross margin by category in 2024", ["category", "margin"],
+                                   [("Laptops", Decimal("0.21"))], llm=llm, language="en")
+    assert (text, checked) == ("Here is the result: 1 row(s).", False)
+    assert len(llm.received) == 2

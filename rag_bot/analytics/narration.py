@@ -64,11 +64,30 @@ def render_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], limit: 
 def _cell(value: Any) -> str:
     if value is None:
         return "NULL"
-    if isinstance(value, float):
-        return f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return _number_cell(value)
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     return str(value)
+
+
+def _number_cell(value: float | Decimal) -> str:
+    """The number as the narrative should write it, digits already grouped.
+
+    Shown a bare 699886081.40, the 1.5B model regrouped it as "69,988,608.10" (a lost digit); a
+    grouped 699,886,081.40 it copies (bench/narration.py). Below 10,000 nothing is grouped, so a
+    year stays 2024.
+    """
+    number = Decimal(f"{value:.4f}") if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        return str(value)
+    whole, _, fraction = format(number, "f").partition(".")
+    fraction = fraction.rstrip("0")
+    if fraction and not isinstance(value, float):
+        fraction = fraction.ljust(2, "0")  # money keeps its cents: 81.40, not 81.4
+    if abs(number) >= 10_000:
+        whole = f"{int(whole):,}"
+    return f"{whole}.{fraction}" if fraction else whole
 
 
 def _parse_number(token: str) -> tuple[Decimal, int] | None:
@@ -183,7 +202,8 @@ def _only_supported_sentences(text: str, allowed: Sequence[Decimal]) -> str | No
         if kept:
             lines.append(" ".join(kept))
     result = "\n".join(lines).strip()
-    return result if _figures(result) else None
+    # "… by category was as follows:" whose list was all dropped says nothing: ask again instead.
+    return result if _figures(result) and not result.endswith(":") else None
 
 
 def _without_invented_currency(text: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
