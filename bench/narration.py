@@ -29,14 +29,13 @@ from rag_bot.llm.openai_compat import OpenAICompatClient
 RESULTS = Path("bench/results")
 
 
-class _Counting:
-    """The LLM client, counting calls (1 = first narrative passed, 2 = regenerated)."""
+class _Recording:
+    """The LLM client, keeping every draft (one draft = the first narrative passed, two = regenerated)."""
 
     def __init__(self, llm: OpenAICompatClient) -> None:
-        self.llm, self.calls, self.texts = llm, 0, []
+        self.llm, self.texts = llm, []
 
     def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None) -> Completion:
-        self.calls += 1
         reply = self.llm.complete(messages, max_tokens=max_tokens)
         self.texts.append(reply.text)
         return reply
@@ -58,13 +57,13 @@ def run(path: Path) -> dict[str, Any]:
             columns, rows = run_gold(demo, answer["sql"])
             if not rows:
                 continue  # an empty result is said without the LLM
-            counting = _Counting(llm)
+            recording = _Recording(llm)
             t0 = time.perf_counter()
-            text, checked = narrate_result(item.question, columns, rows[:1000], llm=counting, language=item.language)
+            text, checked = narrate_result(item.question, columns, rows[:1000], llm=recording, language=item.language)
             rows_out.append({
                 "id": item.id, "language": item.language, "correct_sql": answer["correct"], "rows": len(rows),
-                "seconds": round(time.perf_counter() - t0, 2), "llm_calls": counting.calls, "checked": checked,
-                "text": text, "rejected": [t for t in counting.texts if numbers_supported(t, rows, item.question)],
+                "seconds": round(time.perf_counter() - t0, 2), "llm_calls": len(recording.texts), "checked": checked,
+                "text": text, "rejected": [t for t in recording.texts if numbers_supported(t, rows, item.question)],
             })
             sys.stderr.write(f"{item.id}: {rows_out[-1]['seconds']} s, checked={checked}\n")
     return {"source": str(path), "model": settings.llm_model, "items": rows_out}
@@ -92,5 +91,6 @@ if __name__ == "__main__":
         sys.exit(0)
     result = run(Path(sys.argv[1]))
     RESULTS.joinpath("narration.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-    RESULTS.joinpath("narration.md").write_text(report(result), encoding="utf-8")
-    sys.stdout.write(report(result))
+    table = report(result)
+    RESULTS.joinpath("narration.md").write_text(table, encoding="utf-8")
+    sys.stdout.write(table)
