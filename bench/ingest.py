@@ -277,7 +277,7 @@ def main() -> None:
     args = ap.parse_args()
     demo = args.demo_dir.resolve()
 
-    from rag_bot.db import start_embedded, stop_embedded
+    from rag_bot.stack.postgres import start_embedded, stop_embedded
 
     work = Path(tempfile.mkdtemp(prefix="rag_bot_bench_ingest_"))
     load_start = os.getloadavg()

@@ -24,7 +24,7 @@ from typing import Any
 from openai import OpenAI
 
 from rag_bot.config import Settings
-from rag_bot.llm.server import LLMServer, default_vllm_python, ensure_model_for_engine
+from rag_bot.stack.llm_server import LLMServer, default_vllm_python, ensure_model_for_engine
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -59,8 +59,8 @@ import httpx
 import socketio
 
 from rag_bot import prompts
-from rag_bot.chat_history import META_KEY
 from rag_bot.config import PROJECT_ROOT, Settings
+from rag_bot.ui.chat_history import META_KEY
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROFILE = "support"
@@ -466,9 +466,9 @@ async def ask_llm(
 
 def bot_prompts(settings: Settings) -> tuple[dict[str, list[dict[str, str]]], dict[str, str]]:
     """The messages the bot sends the LLM for each question (support profile), built by the bot's own code."""
-    from rag_bot.assistant import respond
+    from rag_bot.assistant.conversation import Conversation
+    from rag_bot.assistant.respond import respond
     from rag_bot.profiles import get_profiles
-    from rag_bot.routing import Conversation
     from rag_bot.wiring import build_components
 
     components = build_components(settings)
@@ -910,7 +910,7 @@ def main() -> None:
     watcher.ours.add(os.getpgid(0))
     try:
         if args.url is None and settings.database_url is None:
-            from rag_bot.db import embedded_pid, start_embedded
+            from rag_bot.stack.postgres import embedded_pid, start_embedded
 
             if embedded_pid(settings.pg_data_dir) is None:
                 log("PostgreSQL is down: starting the embedded server")
@@ -962,7 +962,7 @@ def main() -> None:
         if serve is not None:
             serve.stop()
         if started_pg:
-            from rag_bot.db import stop_embedded
+            from rag_bot.stack.postgres import stop_embedded
 
             stop_embedded(settings.pg_data_dir)
             log("PostgreSQL: stopped (this script started it)")

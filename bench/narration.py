@@ -19,12 +19,13 @@ from typing import Any
 
 from rag_bot.analytics.narration import narrate_result, numbers_supported
 from rag_bot.config import get_settings
-from rag_bot.db import admin_url, running_postgres, with_database
-from rag_bot.demo import load_demo_database
+from rag_bot.db import admin_url, with_database
+from rag_bot.demo.load import load_demo_database
 from rag_bot.evaluation.common import format_table, percentile
 from rag_bot.evaluation.sql import load_jsonl, run_gold
 from rag_bot.llm.base import ChatMessage, Completion
 from rag_bot.llm.openai_compat import OpenAICompatClient
+from rag_bot.stack.postgres import running_postgres
 
 RESULTS = Path("bench/results")
 

@@ -34,12 +34,12 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rag_bot.assistant.routing import Router  # noqa: E402
 from rag_bot.config import get_settings  # noqa: E402
 from rag_bot.db import admin_url, ensure_database, with_database  # noqa: E402
+from rag_bot.documents.retrieval import search_chunks  # noqa: E402
 from rag_bot.evaluation.common import CachedEmbedder, build_eval_embedder, format_table, percentile  # noqa: E402
 from rag_bot.profiles import load_profiles  # noqa: E402
-from rag_bot.retrieval import search_chunks  # noqa: E402
-from rag_bot.routing import Router  # noqa: E402
 from rag_bot.store import VectorStore  # noqa: E402
 
 DOMAINS = ["hr", "sales", "support", "finance", "it"]

@@ -17,9 +17,10 @@ from pathlib import Path
 import psycopg
 
 from rag_bot.config import get_settings
-from rag_bot.db import admin_url, running_postgres, with_database
-from rag_bot.demo import load_demo_database
+from rag_bot.db import admin_url, with_database
+from rag_bot.demo.load import load_demo_database
 from rag_bot.evaluation.sql import ItemResult, load_jsonl, run_gold, score, summarise
+from rag_bot.stack.postgres import running_postgres
 
 JSONL = Path("knowledge_base/eval/sql_qa.jsonl")
 

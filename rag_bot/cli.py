@@ -69,7 +69,7 @@ def db() -> None:
 @_fail_nicely
 def db_start() -> None:
     """Start the embedded PostgreSQL + pgvector server (reuses its data folder)."""
-    from rag_bot.db import embedded_pid, start_embedded
+    from rag_bot.stack.postgres import embedded_pid, start_embedded
 
     settings = _settings()
     url = start_embedded(settings.pg_data_dir)
@@ -79,7 +79,7 @@ def db_start() -> None:
 @db.command("stop")
 def db_stop() -> None:
     """Stop the embedded server."""
-    from rag_bot.db import stop_embedded
+    from rag_bot.stack.postgres import stop_embedded
 
     stopped = stop_embedded(_settings().pg_data_dir)
     click.echo("PostgreSQL stopped." if stopped else "PostgreSQL was not running.")
@@ -92,7 +92,7 @@ def llm() -> None:
 
 
 def _llm_server(settings: Settings, engine: str | None) -> Any:
-    from rag_bot.llm.server import LLMServer, default_vllm_python, detect_default_engine, ensure_model_for_engine
+    from rag_bot.stack.llm_server import LLMServer, default_vllm_python, detect_default_engine, ensure_model_for_engine
 
     chosen = engine or settings.llm_engine or detect_default_engine()
     vllm_python = default_vllm_python(settings.cache_dir) if chosen == "vllm" else None
@@ -160,7 +160,7 @@ def ingest() -> None:
 @_fail_nicely
 def ingest_docs(path: Path | None, domain: str | None, audience: str | None, prune: bool, reembed: bool) -> None:
     """Incrementally sync PATH (default: knowledge_base/docs) into the store; prints a per-file report."""
-    from rag_bot.db import running_postgres
+    from rag_bot.stack.postgres import running_postgres
 
     settings = _settings()
     with running_postgres(settings):
@@ -214,7 +214,7 @@ def _run_ingest(
 @_fail_nicely
 def ingest_schema(database_url: str | None, db_schema: str, domain: str | None) -> None:
     """Describe a database's tables into the store (default: the company database, read-only)."""
-    from rag_bot.db import running_postgres
+    from rag_bot.stack.postgres import running_postgres
 
     settings = _settings()
     with running_postgres(settings):
@@ -254,21 +254,26 @@ def _run_schema_ingest(settings: Settings, database_url: str | None, db_schema: 
 @_fail_nicely
 def ask(question: str, profile: str) -> None:
     """Answer one question in the terminal: docs with sources, data with SQL and a table."""
-    from rag_bot.assistant import respond, stream_text
-    from rag_bot.db import running_postgres
-    from rag_bot.profiles import get_profiles
-    from rag_bot.routing import Conversation
+    import asyncio
+
+    from rag_bot.assistant.turn import Done, Token, TurnResult, TurnRunner
+    from rag_bot.stack.postgres import running_postgres
     from rag_bot.wiring import build_components
+
+    async def streamed(runner: TurnRunner) -> TurnResult:
+        async for event in runner.run(question, profile=profile, channel="cli"):
+            if isinstance(event, Token):
+                click.echo(event.text, nl=False)
+            elif isinstance(event, Done):
+                click.echo("")
+                return event.result
+        raise RuntimeError("the turn ended without a result")  # run() ends with Done or raises
 
     settings = _settings()
     with running_postgres(settings):
         parts = build_components(settings)
         try:
-            chosen = get_profiles(settings.profiles_file).profile(profile)
-            reply = respond(question, conversation=Conversation(), profile=chosen, services=parts.services(profile))
-            for piece in stream_text(reply, parts.llm):
-                click.echo(piece, nl=False)
-            click.echo("")
+            reply = asyncio.run(streamed(TurnRunner(parts.profiles(), parts.services))).reply
         finally:
             parts.close()
     route = reply.route
@@ -354,7 +359,7 @@ def api_key_list() -> None:
 @contextmanager
 def _stack(settings: Settings, engine: str | None) -> Iterator[None]:
     """Postgres and the LLM for the lifetime of the block; stops (by PID) only what it started."""
-    from rag_bot.db import embedded_pid, start_embedded, stop_embedded
+    from rag_bot.stack.postgres import embedded_pid, start_embedded, stop_embedded
 
     started_pg = False
     server = None
@@ -415,7 +420,7 @@ def up(engine: str | None, no_ui: bool) -> None:
 
 def _load_demo_if_available(settings: Settings, force: bool = False) -> None:
     from rag_bot.db import admin_url
-    from rag_bot.demo import load_demo_database
+    from rag_bot.demo.load import load_demo_database
 
     report = load_demo_database(
         admin_url(settings), db_name=settings.company_database, force=force,
@@ -436,7 +441,7 @@ def demo() -> None:
 @_fail_nicely
 def demo_load(force: bool) -> None:
     """Create and fill the demo company database (separate from the vector store), with a read-only role."""
-    from rag_bot.db import running_postgres
+    from rag_bot.stack.postgres import running_postgres
 
     settings = _settings()
     with running_postgres(settings):
@@ -477,7 +482,8 @@ def doctor() -> None:
             click.echo(f"[FAIL] {name}: {exc}")
 
     def postgres() -> str:
-        from rag_bot.db import connect, embedded_pid, store_url
+        from rag_bot.db import connect, store_url
+        from rag_bot.stack.postgres import embedded_pid
 
         if settings.database_url is None and embedded_pid(settings.pg_data_dir) is None:
             raise RagBotError("the embedded PostgreSQL is not running: start it with `rag-bot db start` "
@@ -522,8 +528,8 @@ def doctor() -> None:
 
 
 def _register_subcommands() -> None:
-    from rag_bot.export import export_cli
-    from rag_bot.users import users_cli
+    from rag_bot.ui.export import export_cli
+    from rag_bot.ui.users import users_cli
 
     main.add_command(users_cli)
     main.add_command(export_cli)

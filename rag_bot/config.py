@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     # How `rag-bot llm serve` starts a local server when llm_base_url points at this machine.
     # vLLM is the engine of record on GPU hosts; llama.cpp is measured faster for one user on CPU.
     llm_engine: Engine | None = None  # None: vllm when a GPU is present, llamacpp otherwise
-    llm_weights: str = "qwen2.5-coder-1.5b"  # a name from rag_bot.llm.weights.MODELS or a path
+    llm_weights: str = "qwen2.5-coder-1.5b"  # a name from rag_bot.stack.weights.MODELS or a path
     llm_context: int = 8192
     llm_threads: int = 2
     llm_start_timeout_s: float = 600.0

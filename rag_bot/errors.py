@@ -6,7 +6,6 @@ RagBotError
  ├── DatabaseUnavailable    PostgreSQL is down or lacks pgvector
  ├── EmbeddingError         the embedding model failed or does not match the store
  ├── SQLRejected            the SQL guard refused a query
- ├── SandboxError           chart code failed in the sandbox
  └── IngestError            one file could not be ingested (collected into a report)
 """
 
@@ -34,10 +33,6 @@ class EmbeddingError(RagBotError):
 
 
 class SQLRejected(RagBotError):
-    pass
-
-
-class SandboxError(RagBotError):
     pass
 
 

@@ -143,12 +143,13 @@ def observe_error(kind: str) -> None:
 def error_kind(exc: BaseException) -> str:
     """The bounded metric label of a failure: llm_unavailable, database_unavailable or internal."""
     import psycopg
+    from psycopg_pool import PoolTimeout
 
     from rag_bot.errors import DatabaseUnavailable, LLMUnavailable
 
     if isinstance(exc, LLMUnavailable):
         return "llm_unavailable"
-    if isinstance(exc, DatabaseUnavailable | psycopg.OperationalError):
+    if isinstance(exc, DatabaseUnavailable | psycopg.OperationalError | PoolTimeout):
         return "database_unavailable"
     return "internal"
 

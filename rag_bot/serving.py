@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from rag_bot.api.app import Backend, create_app
 from rag_bot.api.keys import load_keys
-from rag_bot.assistant import Services
+from rag_bot.assistant.respond import Services
 from rag_bot.config import Settings
 from rag_bot.db import store_url
 from rag_bot.observability import install_request_id_logging
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 class ConversationPool:
-    """Connections for `rag_bot.sessions`, opened on first use (the embedded server may start late)."""
+    """Connections for `rag_bot.assistant.sessions`, opened on first use (the embedded server may start late)."""
 
     def __init__(self, settings: Settings, *, max_size: int = 4, timeout_s: float = 5.0) -> None:
         self._settings = settings

@@ -1,4 +1,4 @@
-"""Build the real components from Settings, once, for the CLI, the chat UI and the API."""
+"""Build the real components from Settings, once, for the CLI, the chat UI, the API and the MCP server."""
 
 from __future__ import annotations
 
@@ -6,17 +6,22 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rag_bot.config import Settings
-from rag_bot.db import admin_url, store_url
+from rag_bot.db import admin_url, readonly_url, store_url
 from rag_bot.embeddings import Embedder, build_embedder
 from rag_bot.store import VectorStore
 
 if TYPE_CHECKING:
     # The openai package takes half a second to import: `rag-bot ingest`, which builds only the
     # store, does not pay for it.
+    from rag_bot.analytics.sql_runner import PostgresSqlRunner
+    from rag_bot.assistant.respond import Services
+    from rag_bot.documents.reranking import HttpReranker
     from rag_bot.llm.openai_compat import OpenAICompatClient
+    from rag_bot.profiles import ProfilesConfig
+    from sandbox import SubprocessSandbox
 
 logger = logging.getLogger(__name__)
 
@@ -27,31 +32,38 @@ class Components:
     store: VectorStore
     embedder: Embedder
     llm: OpenAICompatClient
-    _services: dict[str, Any] = field(default_factory=dict)
-    _runner: Any = None
-    _sandbox: Any = None
-    _reranker: Any = None
+    _services: dict[str, Services] = field(default_factory=dict)
+    _runner: PostgresSqlRunner | None = None
+    _sandbox: SubprocessSandbox | None = None
+    _reranker: HttpReranker | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def services(self, profile_name: str) -> Any:
+    def profiles(self) -> ProfilesConfig:
+        from rag_bot.profiles import get_profiles
+
+        return get_profiles(self.settings.profiles_file)
+
+    def services(self, profile_name: str) -> Services:
         """The seams for one bot profile (its router is trained once and kept); thread-safe."""
         with self._lock:
             return self._services_for(profile_name)
 
-    def _services_for(self, profile_name: str) -> Any:
+    def _services_for(self, profile_name: str) -> Services:
         if profile_name not in self._services:
-            from rag_bot.assistant import Services
-            from rag_bot.profiles import get_profiles
-            from rag_bot.routing import Router
+            from rag_bot.assistant.respond import Services
+            from rag_bot.assistant.routing import Router
+            from rag_bot.observability import MeteredLLM
 
-            config = get_profiles(self.settings.profiles_file)
+            config = self.profiles()
             profile = config.profile(profile_name)
             data_allowed = bool({"sql", "chart"} & set(profile.intents))
+            # Every LLM call of every channel (router, SQL, charts, answers) is counted in /metrics.
+            llm = MeteredLLM(self.llm)
             self._services[profile_name] = Services(
-                llm=self.llm,
+                llm=llm,
                 store=self.store,
                 embedder=self.embedder,
-                router=Router(config, profile, self.embedder, llm=self.llm),
+                router=Router(config, profile, self.embedder, llm=llm),
                 runner=self.sql_runner() if data_allowed else None,
                 sandbox=self.sandbox() if "chart" in profile.intents else None,
                 top_k=self.settings.top_k,
@@ -61,16 +73,16 @@ class Components:
             )
         return self._services[profile_name]
 
-    def reranker(self) -> Any:
+    def reranker(self) -> HttpReranker | None:
         """The cross-encoder reranker when one is configured (shared by every profile), else None."""
         if self._reranker is None and self.settings.reranker_base_url:
-            from rag_bot.reranking import HttpReranker
+            from rag_bot.documents.reranking import HttpReranker
 
             self._reranker = HttpReranker(self.settings.reranker_base_url, self.settings.reranker_model,
                                           timeout_s=self.settings.llm_timeout_s)
         return self._reranker
 
-    def sql_runner(self) -> Any:
+    def sql_runner(self) -> PostgresSqlRunner | None:
         """The read-only runner on the company database (None when none is configured)."""
         if self._runner is None:
             url = company_readonly_url(self.settings)
@@ -83,7 +95,7 @@ class Components:
             )
         return self._runner
 
-    def sandbox(self) -> Any:
+    def sandbox(self) -> SubprocessSandbox:
         if self._sandbox is None:
             from sandbox import SubprocessSandbox
 
@@ -104,15 +116,14 @@ def company_readonly_url(settings: Settings) -> str | None:
     """The company database as the read-only role: configured, or the embedded demo company's."""
     if settings.company_database_url is not None:
         return settings.company_database_url.get_secret_value()
-    from rag_bot.demo import readonly_url
-
     return readonly_url(admin_url(settings), settings.company_database, settings.company_readonly_role)
 
 
 def analytics_today(settings: Settings) -> date | None:
+    """The "today" of relative dates: configured; on the demo, the last day of its data; else None."""
     if settings.analytics_today is not None or settings.company_database_url is not None:
         return settings.analytics_today
-    from rag_bot.demo import END
+    from rag_bot.demo import END  # a constant: the package's face imports no generator
 
     return END
 

@@ -16,7 +16,8 @@ import pytest
 from ingest.db_schema import sync_schema
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
 from rag_bot.db import ensure_database, with_database
-from rag_bot.demo import TABLES, DemoLoadReport, load_demo_database
+from rag_bot.demo import TABLES
+from rag_bot.demo.load import DemoLoadReport, load_demo_database
 from rag_bot.embeddings import Embedder
 from rag_bot.store import VectorStore
 

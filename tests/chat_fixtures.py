@@ -16,7 +16,7 @@ from chainlit.context import init_http_context
 from chainlit.types import Feedback
 from chainlit.user import User
 
-from rag_bot.chat_history import AnswerMeta, migrate_chat_history
+from rag_bot.ui.chat_history import AnswerMeta, migrate_chat_history
 from rag_bot.ui.data_layer import ChatDataLayer
 
 T = TypeVar("T")

@@ -19,8 +19,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from rag_bot.db import ensure_database, start_embedded, stop_embedded, with_database
+from rag_bot.db import ensure_database, with_database
 from rag_bot.embeddings import Embedder, FastE5Embedder
+from rag_bot.stack.postgres import start_embedded, stop_embedded
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +119,7 @@ def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """
     from rag_bot.config import Settings
     from rag_bot.errors import RagBotError
-    from rag_bot.llm.server import LLMServer, ensure_model_for_engine
+    from rag_bot.stack.llm_server import LLMServer, ensure_model_for_engine
 
     settings = Settings()
     try:

@@ -20,7 +20,7 @@ from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
 from rag_bot.analytics.schema_context import retrieve_schema_context
 from rag_bot.analytics.sql_generation import annotate_periods, build_messages, period_hints
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
-from rag_bot.demo import DemoLoadReport
+from rag_bot.demo.load import DemoLoadReport
 from rag_bot.embeddings import Embedder
 from rag_bot.llm.fake import FakeLLM
 from rag_bot.store import VectorStore

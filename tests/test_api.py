@@ -18,14 +18,14 @@ from psycopg_pool import ConnectionPool
 from rag_bot import prompts
 from rag_bot.api import Backend, create_app
 from rag_bot.api.keys import ApiKey, KeyRing, hash_key
-from rag_bot.assistant import Services
+from rag_bot.assistant.respond import Services
+from rag_bot.assistant.routing import Router
 from rag_bot.embeddings import FastE5Embedder
 from rag_bot.errors import LLMUnavailable
 from rag_bot.llm.base import ChatMessage
 from rag_bot.llm.fake import FakeLLM
 from rag_bot.observability import RequestIdFilter
 from rag_bot.profiles import Profile, ProfilesConfig, get_profiles
-from rag_bot.routing import Router
 from rag_bot.store import VectorStore
 
 DOCS = [
@@ -298,8 +298,8 @@ def test_request_id_follows_the_question_into_the_logs(client: TestClient, caplo
                            headers={**auth(), "X-Request-ID": "desk-123"})
     assert response.headers["X-Request-ID"] == "desk-123" and response.json()["request_id"] == "desk-123"
     by_logger = {r.name: getattr(r, "request_id", None) for r in caplog.records}
-    assert by_logger["rag_bot.routing"] == "desk-123"  # logged in the worker thread that answered
-    assert by_logger["rag_bot.api.app"] == "desk-123"
+    assert by_logger["rag_bot.assistant.routing"] == "desk-123"  # logged in the worker thread that answered
+    assert by_logger["rag_bot.assistant.turn"] == "desk-123"  # the turn runner's answer line
 
 
 def test_openapi_schema_and_health(client: TestClient) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from rag_bot.assistant import Services, remember, respond, stream_text
+import asyncio
+
+from rag_bot.assistant.conversation import Conversation, Turn
+from rag_bot.assistant.respond import Services, remember, respond
+from rag_bot.assistant.routing import Router
+from rag_bot.assistant.turn import TurnRunner
 from rag_bot.embeddings import FastE5Embedder
 from rag_bot.llm.fake import FakeLLM
 from rag_bot.profiles import get_profiles
-from rag_bot.routing import Conversation, Router
 from rag_bot.store import VectorStore
 
 DOCS = [
@@ -29,7 +33,62 @@ def test_docs_question_is_answered_from_its_domain_with_sources(seeded: VectorSt
                     profile=get_profiles().profile("analyst"), services=services)
     assert reply.route.intent == "docs" and "hr" in reply.route.domains
     assert [c.source for c in reply.citations][0] == "leave.md"
-    assert "".join(stream_text(reply, llm)) == "28 календарных дней [1]."
+    runner = TurnRunner(get_profiles(), lambda _name: services)
+    result = asyncio.run(runner.answer("Сколько дней отпуска положено сотруднику?", profile="analyst",
+                                       channel="test"))
+    assert result.text == result.generated == "28 календарных дней [1]."
+    assert result.reply.timings["llm_s"] >= result.reply.timings["llm_first_token_s"] > 0
+
+
+class _MemoryConversations:
+    """The runner's ConversationStore in a dict (the PostgreSQL one is tested in test_sessions.py)."""
+
+    def __init__(self) -> None:
+        self.turns: dict[str, list[Turn]] = {}
+
+    def load(self, conversation_id: str, profile: str) -> Conversation:
+        return Conversation(turns=list(self.turns.get(conversation_id, [])))
+
+    def append(self, conversation_id: str, profile: str, turn: Turn) -> None:
+        self.turns.setdefault(conversation_id, []).append(turn)
+
+
+def test_a_follow_up_in_the_other_language_is_answered_in_the_follow_ups_language(
+    seeded: VectorStore, embedder: FastE5Embedder
+) -> None:
+    llm = FakeLLM(["Within 14 days [1].", "Тоже 14 дней [1]."])
+    services = _services("support", seeded, embedder, llm)
+    conversations = _MemoryConversations()
+    runner = TurnRunner(get_profiles(), lambda _name: services, conversations=conversations)
+    first = asyncio.run(runner.answer("What is the return period for a laptop?", profile="support", channel="test",
+                                      conversation_id="c1"))
+    assert first.reply.route.language == "en" and "ONLY" in llm.received[0][0].content
+    follow = asyncio.run(runner.answer("а для ноутбуков?", profile="support", channel="test",
+                                       conversation_id="c1"))
+    assert follow.reply.route.language == "ru"
+    # Searched with the previous question (English words in it), but prompted and answered in Russian.
+    assert "Отвечай по-русски" in llm.received[1][0].content
+    assert follow.text == "Тоже 14 дней [1]." and follow.saved
+    assert [t.message for t in conversations.turns["c1"]] == ["What is the return period for a laptop?",
+                                                             "а для ноутбуков?"]
+
+
+def test_a_turn_is_counted_in_the_metrics_once_whatever_the_channel(
+    seeded: VectorStore, embedder: FastE5Embedder
+) -> None:
+    from prometheus_client import REGISTRY
+
+    services = _services("support", seeded, embedder, FakeLLM(["14 days [1]."]))
+    runner = TurnRunner(get_profiles(), lambda _name: services)
+
+    def count() -> float:
+        return REGISTRY.get_sample_value(
+            "rag_bot_questions_total", {"channel": "chat", "profile": "support", "intent": "docs", "domain": "support"}
+        ) or 0.0
+
+    before = count()
+    asyncio.run(runner.answer("What is the return period for a laptop?", profile="support", channel="chat"))
+    assert count() == before + 1
 
 
 def test_a_misrouted_docs_question_still_finds_its_answer_in_the_profiles_other_domains(

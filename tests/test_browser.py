@@ -31,7 +31,7 @@ from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
 from rag_bot.analytics.narration import numbers_supported
 from rag_bot.db import ensure_database, with_database
-from rag_bot.demo import DemoLoadReport
+from rag_bot.demo.load import DemoLoadReport
 from rag_bot.evaluation.sql import expand_gold_variants, load_jsonl, run_gold, score
 
 CHROMIUM = Path(os.environ.get("RAG_BOT_CHROMIUM") or "/usr/bin/chromium")

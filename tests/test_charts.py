@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rag_bot.charts import answer_chart, data_csv, extract_code
+from rag_bot.analytics.charts import answer_chart, data_csv, extract_code
 from rag_bot.llm.fake import FakeLLM
 from sandbox import SubprocessSandbox
 

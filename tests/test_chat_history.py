@@ -15,9 +15,9 @@ from chainlit.types import Pagination, ThreadFilter
 from chat_fixtures import SCHEMA, chat_db, run, step, store_rated_thread  # noqa: F401
 
 from rag_bot.analytics.schema_context import EXAMPLE_KIND
-from rag_bot.chat_history import AnswerMeta, add_rated_example, conversation_from_steps, migrate_chat_history
 from rag_bot.embeddings import FastE5Embedder
 from rag_bot.store import SearchQuery, VectorStore
+from rag_bot.ui.chat_history import AnswerMeta, add_rated_example, conversation_from_steps, migrate_chat_history
 from rag_bot.ui.data_layer import ChatDataLayer
 
 PNG = bytes.fromhex(

@@ -14,7 +14,7 @@ from rag_bot.errors import ConfigError, DatabaseUnavailable, LLMUnavailable
 from rag_bot.ui.auth import allowed_profiles, ensure_auth_secret, guest_user, header_user, password_user
 from rag_bot.ui.render import render_error, result_frame
 from rag_bot.ui.support_demo import DEMO_PAGE, render_demo_page
-from rag_bot.users import UserAccount, hash_password, save_user
+from rag_bot.ui.users import UserAccount, hash_password, save_user
 
 PROFILES = ["analyst", "support"]
 

@@ -19,7 +19,10 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
-from rag_bot.demo import TABLES, DemoLoadReport, generate_demo_data, load_demo_database, readonly_url
+from rag_bot.db import readonly_url
+from rag_bot.demo import TABLES
+from rag_bot.demo.data import generate_demo_data
+from rag_bot.demo.load import DemoLoadReport, load_demo_database
 from rag_bot.errors import ConfigError
 from rag_bot.evaluation.sql import expand_gold_variants
 

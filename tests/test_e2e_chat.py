@@ -1,7 +1,9 @@
-"""End to end: real Postgres + pgvector, real embeddings, a real LLM server, the demo documents."""
+"""End to end: real Postgres + pgvector, real embeddings, a real LLM server, the demo documents, and the
+turn runner every channel uses (router included)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +12,12 @@ import pytest
 from conftest import REPO
 
 from ingest.pipeline import sync_documents
-from rag_bot.answer import answer_question
+from rag_bot.assistant.respond import Services
+from rag_bot.assistant.routing import Router
+from rag_bot.assistant.turn import TurnResult, TurnRunner
 from rag_bot.embeddings import FastE5Embedder
 from rag_bot.llm.openai_compat import OpenAICompatClient
+from rag_bot.profiles import get_profiles
 from rag_bot.store import VectorStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.llm, pytest.mark.slow]
@@ -24,6 +29,15 @@ def demo_store(store: VectorStore, embedder: FastE5Embedder) -> VectorStore:
         report = sync_documents(REPO / "knowledge_base" / "docs" / domain, store, embedder)
         assert report.added, f"no documents ingested from {domain}: {report.failed}"
     return store
+
+
+def _ask(question: str, llm: OpenAICompatClient, store: VectorStore, embedder: FastE5Embedder) -> TurnResult:
+    """One turn of the analyst profile, as the chat, the API and `rag-bot ask` run it."""
+    config = get_profiles()
+    services = Services(llm=llm, store=store, embedder=embedder,
+                        router=Router(config, config.profile("analyst"), embedder, llm=llm))
+    runner = TurnRunner(config, lambda _name: services)
+    return asyncio.run(runner.answer(question, profile="analyst", channel="test"))
 
 
 @pytest.mark.parametrize(
@@ -38,8 +52,9 @@ def test_chat_answers_from_the_right_document_with_a_citation(
     question: str, expected_doc: str, expected_fact: str,
 ) -> None:
     llm = OpenAICompatClient(llamacpp_server, "ci-model", timeout_s=120, max_tokens=160)
-    result = answer_question(question, llm=llm, store=demo_store, embedder=embedder, top_k=5)
-    cited = [Path(c.source).stem for c in result.citations]
+    result = _ask(question, llm, demo_store, embedder)
+    assert result.reply.route.intent == "docs", result.reply.route
+    cited = [Path(c.source).stem for c in result.reply.citations]
     assert any(expected_doc in name for name in cited), cited
     assert expected_fact in result.text, result.text
 
@@ -53,9 +68,9 @@ def test_dead_llm_gives_a_clear_message_and_the_next_question_recovers(
 
     dead = OpenAICompatClient(f"http://127.0.0.1:{free_port()}/v1", "ci-model", max_retries=0)
     with pytest.raises(LLMUnavailable, match="not answering"):
-        answer_question("What is the return period for a laptop?", llm=dead, store=demo_store, embedder=embedder)
+        _ask("What is the return period for a laptop?", dead, demo_store, embedder)
     alive = OpenAICompatClient(llamacpp_server, "ci-model", max_tokens=64)
-    assert answer_question("Support hours?", llm=alive, store=demo_store, embedder=embedder).text.strip()
+    assert _ask("When is customer support available?", alive, demo_store, embedder).text.strip()
 
 
 def test_cli_ask_prints_answer_and_sources(tmp_path: Path, fresh_db_url: str, llamacpp_server: str) -> None:

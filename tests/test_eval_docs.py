@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from rag_bot.config import Settings
+from rag_bot.documents.retrieval import RetrievalOptions
 from rag_bot.evaluation.docs import (
     Question,
     fresh_store,
@@ -20,7 +21,6 @@ from rag_bot.evaluation.docs import (
     ours,
     run_retrieval,
 )
-from rag_bot.retrieval import RetrievalOptions
 
 
 class HashingEmbedder:

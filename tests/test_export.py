@@ -13,10 +13,10 @@ import pytest
 from chat_fixtures import SCHEMA, chat_db, run, store_rated_thread  # noqa: F401
 from click.testing import CliRunner
 
-from rag_bot.chat_history import AnswerMeta
 from rag_bot.config import get_settings
-from rag_bot.export import export_cli, export_finetune
+from rag_bot.ui.chat_history import AnswerMeta
 from rag_bot.ui.data_layer import ChatDataLayer
+from rag_bot.ui.export import export_cli, export_finetune
 
 
 def _docs(question: str, answer: str) -> AnswerMeta:

@@ -23,8 +23,8 @@ from openai import OpenAI
 
 from rag_bot.config import Settings
 from rag_bot.errors import ConfigError, LLMUnavailable, RagBotError
-from rag_bot.llm.server import LLMServer, default_vllm_python, ensure_model_for_engine
-from rag_bot.llm.weights import ModelSpec, assemble_gguf
+from rag_bot.stack.llm_server import LLMServer, default_vllm_python, ensure_model_for_engine
+from rag_bot.stack.weights import ModelSpec, assemble_gguf
 
 SMALL_MODEL = "qwen2.5-coder-0.5b"
 CHOICES = ["hr", "sales", "support"]

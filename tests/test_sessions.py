@@ -9,8 +9,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from rag_bot.routing import Conversation, Route, Turn
-from rag_bot.sessions import append_turn, delete_conversation, load_conversation, save_conversation
+from rag_bot.assistant.conversation import Conversation, Route, Turn
+from rag_bot.assistant.sessions import append_turn, delete_conversation, load_conversation, save_conversation
 
 
 def _route(intent: str = "sql", domains: tuple[str, ...] = ("sales",)) -> Route:

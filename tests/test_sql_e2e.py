@@ -19,7 +19,7 @@ from rag_bot.analytics.narration import numbers_supported
 from rag_bot.analytics.pipeline import AnalyticsAnswer, AnalyticsOptions, answer_analytics
 from rag_bot.analytics.schema_context import add_solved_examples_file
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
-from rag_bot.demo import DemoLoadReport
+from rag_bot.demo.load import DemoLoadReport
 from rag_bot.embeddings import Embedder
 from rag_bot.evaluation.sql import DEMO_TABLE_DOMAINS, expand_gold_variants, results_match, run_gold
 from rag_bot.llm.openai_compat import OpenAICompatClient
@@ -88,7 +88,7 @@ def test_real_llm_draws_a_standalone_chart_request(
     demo_db: DemoLoadReport, demo_admin_url: str,
 ) -> None:
     """The chat's chart path with no earlier result: SQL from the request, then code, then the sandbox."""
-    from rag_bot.charts import answer_chart
+    from rag_bot.analytics.charts import answer_chart
     from rag_bot.evaluation.charts import chart_matches, inspect_chart
     from sandbox import SubprocessSandbox
 

@@ -20,7 +20,7 @@ from analytics_fixtures import demo_admin_url, demo_db, demo_fingerprint, demo_s
 from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
 from rag_bot.analytics.sql_guard import validate_sql
 from rag_bot.analytics.sql_runner import PostgresSqlRunner, SqlExecutionError
-from rag_bot.demo import DemoLoadReport
+from rag_bot.demo.load import DemoLoadReport
 from rag_bot.embeddings import Embedder
 from rag_bot.llm.fake import FakeLLM
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rag_bot.documents.retrieval import search_chunks
 from rag_bot.embeddings import FastE5Embedder
 from rag_bot.errors import EmbeddingError
-from rag_bot.retrieval import search_chunks
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 
 

@@ -9,15 +9,7 @@ from click.testing import CliRunner
 
 from rag_bot.config import PROJECT_ROOT
 from rag_bot.errors import ConfigError
-from rag_bot.users import (
-    UserAccount,
-    authenticate,
-    hash_password,
-    load_users,
-    save_user,
-    users_cli,
-    verify_password,
-)
+from rag_bot.ui.users import UserAccount, authenticate, hash_password, load_users, save_user, users_cli, verify_password
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """SqlRunner seam and its PostgreSQL implementation: defence in depth behind the SQL guard.
 
-`PostgresSqlRunner` connects as a dedicated read-only role (`rag_bot.demo` creates `rag_bot_reader`),
+`PostgresSqlRunner` connects as a dedicated read-only role (`rag_bot.demo.load` creates `rag_bot_reader`),
 opens every transaction `READ ONLY`, sets a `statement_timeout`, fetches at most `row_cap` rows, and
 uses its own connection pool, separate from the vector store's. Queries go through psycopg's `stream()`,
 which always uses the extended protocol: PostgreSQL then refuses several statements in one string, a
@@ -142,7 +142,7 @@ class PostgresSqlRunner:
     """Runs guarded SELECTs as a read-only role in READ ONLY transactions, from its own small pool.
 
     Args:
-        url: `postgresql://` URL of the read-only role (e.g. `rag_bot.demo.readonly_url(...)`).
+        url: `postgresql://` URL of the read-only role (e.g. `rag_bot.demo.load.readonly_url(...)`).
         statement_timeout_ms: per-query limit, set with SET LOCAL inside each transaction.
         row_cap: at most this many rows are fetched; `SqlResult.truncated` says when more existed.
         schema: the schema whose tables are offered to the guard.

@@ -11,7 +11,7 @@ decides the bot profile, and the profile decides what the bot may do: a key boun
 `support` profile only ever searches public documents and never runs SQL or charts, because
 `respond()` applies the profile (audience filter in SQL, permitted intents); nothing here widens it.
 
-Conversation state is in PostgreSQL (`rag_bot.sessions`), never in this process, so any replica
+Conversation state is in PostgreSQL (`rag_bot.assistant.sessions`), never in this process, so any replica
 can answer the next message of any conversation.
 """
 
@@ -20,11 +20,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -35,27 +34,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_bot import prompts
 from rag_bot.api.keys import ApiKey, KeyRing
 from rag_bot.api.ratelimit import RateLimiter
-from rag_bot.assistant import Reply, Services, astream_text, remember, respond, stream_text
+from rag_bot.assistant.respond import Reply, Services
+from rag_bot.assistant.sessions import DEFAULT_KEEP_TURNS, PgConversations, jsonable
+from rag_bot.assistant.turn import Done, Routed, Token, TurnEvent, TurnResult, TurnRunner
 from rag_bot.errors import DatabaseUnavailable, LLMUnavailable
 from rag_bot.language import detect_language
-from rag_bot.observability import (
-    REJECTED,
-    MeteredLLM,
-    new_request_id,
-    observe_error,
-    observe_question,
-    request_id_var,
-)
+from rag_bot.observability import REJECTED, new_request_id, request_id_var
 from rag_bot.profiles import ProfilesConfig
-from rag_bot.routing import Conversation
-from rag_bot.sessions import DEFAULT_KEEP_TURNS, append_turn, jsonable, load_conversation
 
 logger = logging.getLogger(__name__)
 
@@ -236,19 +227,20 @@ def create_app(
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
+    runner = TurnRunner(backend.profiles, backend.services,
+                        conversations=PgConversations(backend.connection, keep_turns=backend.keep_turns))
+
     @app.post(f"{API_PREFIX}/ask", response_model=AskResponse, responses=_ERRORS, tags=["ask"])
-    def ask(body: AskRequest, key: Annotated[ApiKey, Depends(authorized_key)]) -> AskResponse:
+    async def ask(body: AskRequest, key: Annotated[ApiKey, Depends(authorized_key)]) -> AskResponse:
         """Answer one question; the whole answer at once."""
-        turn = _Turn(backend, key, body)
+        turn = _ApiTurn(runner, key, body)
         try:
-            reply = turn.answer()
-            text = "".join(stream_text(reply, turn.services.llm))
-            turn.finish(reply, text)
+            async for step in turn.events():
+                if isinstance(step, Done):
+                    return turn.response(step.result)
         except Exception as exc:  # noqa: BLE001 - translated into a status and a user-facing message
-            error = to_api_error(exc, turn.language)
-            observe_error(error.kind)
-            raise error from None
-        return turn.response(reply, text)
+            raise to_api_error(exc, turn.language) from None
+        raise ApiError(500, "internal", prompts.text("internal_error", turn.language))
 
     @app.post(
         f"{API_PREFIX}/ask/stream", tags=["ask"],
@@ -260,8 +252,7 @@ def create_app(
     )
     async def ask_stream(body: AskRequest, key: Annotated[ApiKey, Depends(authorized_key)]) -> EventSourceResponse:
         """Answer one question as Server-Sent Events, token by token."""
-        turn = _Turn(backend, key, body)
-        return EventSourceResponse(_events(turn), ping=15)
+        return EventSourceResponse(_events(_ApiTurn(runner, key, body)), ping=15)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -290,49 +281,19 @@ def create_app(
     return app
 
 
-class _Turn:
-    """One question through the API: load the conversation, respond, store the turn, build the answer."""
+class _ApiTurn:
+    """One question through the API: the turn runner does the work; this only shapes the response."""
 
-    def __init__(self, backend: Backend, key: ApiKey, body: AskRequest) -> None:
-        self.backend, self.key, self.body = backend, key, body
-        self.started = time.perf_counter()
+    def __init__(self, runner: TurnRunner, key: ApiKey, body: AskRequest) -> None:
+        self.runner, self.key, self.body = runner, key, body
         self.conversation_id = body.conversation_id or uuid.uuid4().hex
         # Namespaced by key: one key can never load another key's (or the chat's) conversation.
         self.stored_id = f"api:{key.id}:{self.conversation_id}"
         self.language = body.language or detect_language(body.question)
-        self.conversation = Conversation()
-        self._services: Services | None = None
 
-    @property
-    def services(self) -> Services:
-        if self._services is None:
-            services = self.backend.services(self.key.profile)
-            if not isinstance(services.llm, MeteredLLM):
-                services = replace(services, llm=MeteredLLM(services.llm))
-            self._services = services
-        return self._services
-
-    def answer(self) -> Reply:
-        """Blocking: load, route, retrieve / query (the docs answer's text is streamed afterwards)."""
-        profile = self.backend.profiles.profile(self.key.profile)
-        services = self.services
-        with self.backend.connection() as conn:
-            self.conversation = load_conversation(conn, self.stored_id, self.key.profile)
-        return respond(self.body.question, conversation=self.conversation, profile=profile, services=services,
-                       language=self.body.language)
-
-    def finish(self, reply: Reply, text: str) -> None:
-        """Blocking: store the turn, count the question."""
-        remember(self.conversation, self.body.question, reply, text)
-        with self.backend.connection() as conn:
-            append_turn(conn, self.stored_id, self.key.profile, self.conversation.turns[-1],
-                        keep=self.backend.keep_turns)
-        route = reply.route
-        total = time.perf_counter() - self.started
-        observe_question(channel="api", profile=self.key.profile, intent=route.intent, domains=route.domains,
-                         escalate=reply.escalate, timings=reply.timings, total_s=total)
-        logger.info("api answer key=%s profile=%s intent=%s domains=%s escalate=%s %.0f ms", self.key.id,
-                    self.key.profile, route.intent, ",".join(route.domains) or "-", reply.escalate, total * 1000)
+    def events(self) -> AsyncIterator[TurnEvent]:
+        return self.runner.run(self.body.question, profile=self.key.profile, channel="api",
+                               conversation_id=self.stored_id, language=self.language)
 
     def route_event(self, reply: Reply) -> dict[str, Any]:
         route = reply.route
@@ -340,9 +301,10 @@ class _Turn:
                 "domains": list(route.domains), "language": route.language, "sentiment": route.sentiment,
                 "escalate": reply.escalate}
 
-    def response(self, reply: Reply, text: str) -> AskResponse:
+    def response(self, result: TurnResult) -> AskResponse:
+        reply = result.reply
         return AskResponse(
-            **self.route_event(reply), answer=text, sources=sources_of(reply),
+            **self.route_event(reply), answer=result.text, sources=sources_of(reply),
             sql=reply.sql, columns=list(reply.columns) if reply.sql else None,
             rows=[[jsonable(v) for v in row] for row in reply.rows] if reply.sql else None,
             chart_png_base64=base64.b64encode(reply.chart_png).decode("ascii") if reply.chart_png else None,
@@ -354,24 +316,21 @@ def sources_of(reply: Reply) -> list[Source]:
             for c in reply.citations]
 
 
-async def _events(turn: _Turn) -> AsyncIterator[dict[str, str]]:
+async def _events(turn: _ApiTurn) -> AsyncIterator[dict[str, str]]:
     """route, token..., sources, done; or an error event with a user-facing message."""
 
     def event(name: str, data: Any) -> dict[str, str]:
         return {"event": name, "data": json.dumps(data, ensure_ascii=False)}
 
     try:
-        reply = await run_in_threadpool(turn.answer)
-        yield event("route", turn.route_event(reply))
-        pieces: list[str] = []
-        async for piece in astream_text(reply, turn.services.llm):
-            pieces.append(piece)
-            yield event("token", {"text": piece})
-        text = "".join(pieces)
-        await run_in_threadpool(turn.finish, reply, text)
-        yield event("sources", {"sources": [s.model_dump() for s in sources_of(reply)]})
-        yield event("done", turn.response(reply, text).model_dump())
+        async for step in turn.events():
+            if isinstance(step, Routed):
+                yield event("route", turn.route_event(step.reply))
+            elif isinstance(step, Token):
+                yield event("token", {"text": step.text})
+            elif isinstance(step, Done):
+                yield event("sources", {"sources": [s.model_dump() for s in sources_of(step.result.reply)]})
+                yield event("done", turn.response(step.result).model_dump())
     except Exception as exc:  # noqa: BLE001 - the stream has started: report in-band
         error = to_api_error(exc, turn.language)
-        observe_error(error.kind)
         yield event("error", {"error": error.kind, "message": error.message, "request_id": request_id_var.get()})

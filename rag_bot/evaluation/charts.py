@@ -62,7 +62,7 @@ def figure_summary(stdout: str) -> dict[str, Any] | None:
 
 def inspect_chart(box: Any, code: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any] | None:
     """Run the script again in the sandbox behind INSPECT_PROLOGUE; what its saved figure draws."""
-    from rag_bot.charts import data_csv
+    from rag_bot.analytics.charts import data_csv
 
     result = box.run(INSPECT_PROLOGUE + "\n" + code, {"data.csv": data_csv(columns, rows)}, timeout_s=20.0)
     return figure_summary(result.stdout) if result.ok else None
@@ -118,10 +118,10 @@ def _valid_png(data: bytes | None) -> bool:
               show_default=True)
 def charts(jsonl: Path, limit: int | None, out: Path) -> None:
     """Chart requests -> LLM code -> sandbox: valid-image share and retry share."""
+    from rag_bot.analytics.charts import answer_chart
     from rag_bot.analytics.sql_guard import validate_sql
-    from rag_bot.charts import answer_chart
     from rag_bot.config import get_settings
-    from rag_bot.db import running_postgres
+    from rag_bot.stack.postgres import running_postgres
     from rag_bot.wiring import build_llm, company_readonly_url
 
     settings = get_settings()

@@ -30,6 +30,7 @@ import psycopg
 from tqdm import tqdm
 
 from rag_bot.config import Settings, get_settings
+from rag_bot.documents.retrieval import RetrievalOptions, search_chunks
 from rag_bot.embeddings import Embedder
 from rag_bot.evaluation.common import (
     RESULTS_DIR,
@@ -40,7 +41,6 @@ from rag_bot.evaluation.common import (
     write_json,
 )
 from rag_bot.language import detect_language
-from rag_bot.retrieval import RetrievalOptions, search_chunks
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 
 logger = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from rag_bot.assistant.routing import Router
 from rag_bot.config import Settings, get_settings
 from rag_bot.evaluation.common import (
     RESULTS_DIR,
@@ -30,7 +31,6 @@ from rag_bot.evaluation.common import (
 )
 from rag_bot.llm.base import LLMClient
 from rag_bot.profiles import DEFAULT_PROFILES_FILE, INTENTS, load_profiles
-from rag_bot.routing import Router
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _llm_for_eval(settings: Settings, mode: str) -> Iterator[tuple[LLMClient | N
             f"{settings.llm_model} at {settings.llm_base_url}",
         )
         return
-    from rag_bot.llm.server import LLMServer, ensure_model_for_engine
+    from rag_bot.stack.llm_server import LLMServer, ensure_model_for_engine
 
     model = ensure_model_for_engine("llamacpp", settings.llm_weights, settings.models_dir, None)
     server = LLMServer(

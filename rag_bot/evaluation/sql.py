@@ -510,7 +510,7 @@ def sql(**flags: Any) -> None:
     from rag_bot.analytics.sql_runner import PostgresSqlRunner
     from rag_bot.config import get_settings
     from rag_bot.db import admin_url, ensure_database, with_database
-    from rag_bot.demo import load_demo_database
+    from rag_bot.demo.load import load_demo_database
     from rag_bot.embeddings import build_embedder
     from rag_bot.llm.openai_compat import OpenAICompatClient
     from rag_bot.store import VectorStore
@@ -568,7 +568,7 @@ def sql(**flags: Any) -> None:
                 db_admin = with_database(admin, name)
                 load_dump(admin, db_admin, flags["databases"] / f"{database}.sql")
                 grant_reader(admin, db_admin, name)
-                from rag_bot.demo import readonly_url
+                from rag_bot.db import readonly_url
 
                 reader = readonly_url(admin, name, EVAL_READER)
                 described = flags["databases"] / f"{database}.json"

@@ -20,9 +20,6 @@ class FakeLLM:
         self._default = default
         self.received: list[list[ChatMessage]] = []
 
-    def enqueue(self, *replies: str) -> None:
-        self._replies.extend(replies)
-
     def _next(self, messages: Sequence[ChatMessage]) -> str:
         self.received.append(list(messages))
         return self._replies.popleft() if self._replies else self._default

@@ -18,7 +18,7 @@ from typing import Any
 import chainlit as cl
 
 from rag_bot.config import Settings
-from rag_bot.users import UserAccount, authenticate, get_users
+from rag_bot.ui.users import UserAccount, authenticate, get_users
 
 logger = logging.getLogger(__name__)
 

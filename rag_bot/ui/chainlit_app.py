@@ -1,4 +1,4 @@
-"""Chainlit handlers only: thin, they call assistant.respond and render the Reply.
+"""Chainlit handlers only: thin, they run a turn (rag_bot.assistant.turn) and render its events.
 
 Sign-in (password or proxy header), per-user history in PostgreSQL (Chainlit's SQLAlchemy data
 layer), thumbs up/down, resuming a past thread, and the support widget (copilot) all hang off the
@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from contextlib import AbstractContextManager
 from functools import lru_cache
 from typing import Any
 
 import chainlit as cl
+import psycopg
 from chainlit.data.base import BaseDataLayer
 from chainlit.types import ThreadDict
 
 from rag_bot import prompts
-from rag_bot.assistant import Reply, remember, respond
-from rag_bot.chat_history import AnswerMeta, add_rated_example, conversation_from_steps, prompt_messages
+from rag_bot.assistant.conversation import Conversation
+from rag_bot.assistant.sessions import PgConversations
+from rag_bot.assistant.turn import Done, Token, TurnResult, TurnRunner
 from rag_bot.config import get_settings
 from rag_bot.db import connect, store_url
 from rag_bot.language import detect_language
-from rag_bot.observability import error_kind, new_request_id, observe_error, observe_question, request_id_var
+from rag_bot.observability import new_request_id, request_id_var
 from rag_bot.profiles import get_profiles
-from rag_bot.routing import Conversation
 from rag_bot.ui.auth import (
     allowed_profiles,
     ensure_auth_secret,
@@ -33,6 +34,7 @@ from rag_bot.ui.auth import (
     password_user,
     user_language,
 )
+from rag_bot.ui.chat_history import AnswerMeta, add_rated_example, conversation_from_steps, prompt_messages
 from rag_bot.ui.render import render_chart, render_error, render_sources, render_sql, render_table
 from rag_bot.wiring import Components, shared_components
 
@@ -94,7 +96,7 @@ if _settings.chat_history:
     @cl.data_layer
     def data_layer() -> BaseDataLayer | None:
         """Chat history on the project's PostgreSQL; None (no history, chat still works) if unreachable."""
-        from rag_bot.chat_history import migrate_chat_history
+        from rag_bot.ui.chat_history import migrate_chat_history
         from rag_bot.ui.data_layer import ChatDataLayer
 
         settings = get_settings()
@@ -167,76 +169,73 @@ def session_profile() -> str | None:
 
 
 # -- conversation ----------------------------------------------------------------------------------
-@cl.on_chat_start
-async def start() -> None:
-    cl.user_session.set("conversation", Conversation())
+def chat_conversation_id(thread_id: str) -> str:
+    """The stored conversation of a chat thread; namespaced apart from the API's `api:<key>:<id>`."""
+    return f"chat:{thread_id}"
+
+
+def _connect_chat_db() -> AbstractContextManager[psycopg.Connection]:
+    return connect(chat_database_url(), autocommit=True)
+
+
+@lru_cache(maxsize=1)
+def turn_runner() -> TurnRunner:
+    """The chat's turn runner: the same one the API uses, with conversations in the store's database."""
+    parts = components()
+    return TurnRunner(parts.profiles(), parts.services, conversations=PgConversations(_connect_chat_db))
 
 
 @cl.on_chat_resume
 async def resume(thread: ThreadDict) -> None:
-    """A past thread reopened: restore what the bot knew (routes, data for 'plot that')."""
+    """A past thread reopened: make sure its turns are stored (older threads: rebuilt from the messages)."""
     profile = session_profile()
+    if profile is None:
+        return
     try:
-        conversation = await asyncio.to_thread(restore_conversation, thread, profile)
+        await asyncio.to_thread(restore_conversation, thread, profile)
     except Exception:  # noqa: BLE001 - the thread is shown anyway; only follow-up context is lost
         logger.exception("could not restore the conversation of thread %s", thread.get("id"))
-        conversation = Conversation()
-    cl.user_session.set("conversation", conversation)
 
 
-def restore_conversation(thread: ThreadDict, profile: str | None) -> Conversation:
-    """The turns saved for this thread (rag_bot.sessions), else rebuilt from the thread's messages."""
-    from rag_bot.sessions import load_conversation
+def restore_conversation(thread: ThreadDict, profile: str) -> Conversation:
+    """The turns stored for this thread, else rebuilt from the thread's messages and stored."""
+    from rag_bot.assistant.sessions import load_conversation, save_conversation
 
-    if profile is None:
-        return Conversation()
-    with connect(chat_database_url(), autocommit=True) as conn:
-        conversation = load_conversation(conn, thread["id"], profile)
-    if conversation.turns:
-        return conversation
-    return conversation_from_steps(thread.get("steps") or [], profile=profile)
-
-
-def save_turn(thread_id: str, profile: str, conversation: Conversation) -> None:
-    from rag_bot.sessions import append_turn
-
-    with connect(chat_database_url(), autocommit=True) as conn:
-        append_turn(conn, thread_id, profile, conversation.turns[-1])
+    conversation_id = chat_conversation_id(thread["id"])
+    with _connect_chat_db() as conn:
+        conversation = load_conversation(conn, conversation_id, profile)
+        if not conversation.turns:
+            conversation = conversation_from_steps(thread.get("steps") or [], profile=profile)
+            if conversation.turns:
+                save_conversation(conn, conversation_id, profile, conversation)
+    return conversation
 
 
-async def _render(reply: Reply, message: cl.Message) -> str:
-    """Stream or fill `message` from the reply; returns the text the model wrote ('' when none)."""
-    parts = components()
-    generated = ""
+async def _render(result: TurnResult, message: cl.Message) -> None:
+    """Fill `message` (its text already streamed) with sources, the SQL step, the table and the chart."""
+    reply = result.reply
+    elements: list[Any] = []
     if reply.prepared is not None:
-        if reply.prepared.canned_reply is not None:
-            await message.stream_token(reply.prepared.canned_reply)
-        else:
-            async for token in parts.llm.astream(reply.prepared.messages):
-                await message.stream_token(token)
-            generated = message.content
-        footer, elements = render_sources(reply.citations, reply.route.language)
+        footer, source_elements = render_sources(reply.citations, reply.route.language)
         message.content += footer
-        message.elements = elements  # type: ignore[assignment]
-    if reply.text:
-        message.content += ("\n\n" if message.content else "") + reply.text
+        elements.extend(source_elements)
     if reply.sql:
         await render_sql(reply.sql, reply.route.language)
-    elements = list(message.elements or [])
     if reply.columns and reply.rows:
         elements.append(render_table(reply.columns, reply.rows))
     if reply.chart_png:
         # Sent with the message (shown live from the session's files); kept in history by the data layer.
         elements.append(render_chart(reply.chart_png))
-    message.elements = elements  # type: ignore[assignment]
-    return generated
+    message.elements = elements
 
 
-def answer_meta(question: str, profile: str, reply: Reply, generated: str) -> AnswerMeta:
-    prompt = prompt_messages(reply.prepared.messages) if generated and reply.prepared is not None else None
+def answer_meta(question: str, profile: str, result: TurnResult) -> AnswerMeta:
+    reply = result.reply
+    prepared = reply.prepared
+    prompt = prompt_messages(prepared.messages) if result.generated and prepared is not None else None
     return AnswerMeta(
         question=question, profile=profile, intent=reply.route.intent, domains=list(reply.route.domains),
-        language=reply.route.language, answer=generated, prompt=prompt, sql=reply.sql,
+        language=reply.route.language, answer=result.generated, prompt=prompt, sql=reply.sql,
         sql_ok=bool(reply.sql and reply.columns),
     )
 
@@ -244,38 +243,28 @@ def answer_meta(question: str, profile: str, reply: Reply, generated: str) -> An
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
     language = detect_language(message.content)
-    conversation: Conversation = cl.user_session.get("conversation") or Conversation()
     reply_message = cl.Message(content="")
-    started = time.perf_counter()
     request_id_var.set(new_request_id())  # follows this question through every log line
-    try:
-        profile_name = session_profile()
-        if profile_name is None:
-            reply_message.content = prompts.text("no_profile", user_language(cl.context.session.user) or language)
-            await reply_message.send()
-            return
-        parts = await cl.make_async(components)()
-        services = await cl.make_async(parts.services)(profile_name)
-        profile = get_profiles(get_settings().profiles_file).profile(profile_name)
-        # The message's own language: a short Russian follow-up to an English question is answered in Russian.
-        reply = await cl.make_async(respond)(
-            message.content, conversation=conversation, profile=profile, services=services, language=language
-        )
-        generated = await _render(reply, reply_message)
-        remember(conversation, message.content, reply, reply_message.content)
-        cl.user_session.set("conversation", conversation)
-        reply_message.metadata = answer_meta(message.content, profile_name, reply, generated).to_metadata()
-        observe_question(channel="chat", profile=profile_name, intent=reply.route.intent,
-                         domains=reply.route.domains, escalate=reply.escalate, timings=reply.timings,
-                         total_s=time.perf_counter() - started)
-    except Exception as exc:  # noqa: BLE001 - never a traceback or driver text in the chat
-        observe_error(error_kind(exc))
-        reply_message.content = render_error(exc, language)
-        reply_message.elements = []
+    profile_name = session_profile()
+    if profile_name is None:
+        reply_message.content = prompts.text("no_profile", user_language(cl.context.session.user) or language)
         await reply_message.send()
         return
-    await reply_message.send()
     try:
-        await asyncio.to_thread(save_turn, cl.context.session.thread_id, profile_name, conversation)
-    except Exception:  # noqa: BLE001 - the answer is shown; only the stored copy of the turn is missing
-        logger.exception("could not save the conversation of thread %s", cl.context.session.thread_id)
+        runner = await asyncio.to_thread(turn_runner)
+        result: TurnResult | None = None
+        # The message's own language: a short Russian follow-up to an English question is answered in Russian.
+        async for event in runner.run(message.content, profile=profile_name, channel="chat", language=language,
+                                      conversation_id=chat_conversation_id(cl.context.session.thread_id)):
+            if isinstance(event, Token):
+                await reply_message.stream_token(event.text)
+            elif isinstance(event, Done):
+                result = event.result
+        if result is None:  # run() ends with Done or raises
+            raise RuntimeError("the turn ended without a result")
+        await _render(result, reply_message)
+        reply_message.metadata = answer_meta(message.content, profile_name, result).to_metadata()
+    except Exception as exc:  # noqa: BLE001 - never a traceback or driver text in the chat (counted by the runner)
+        reply_message.content = render_error(exc, language)
+        reply_message.elements = []
+    await reply_message.send()

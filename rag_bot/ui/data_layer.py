@@ -22,7 +22,7 @@ from chainlit.types import Feedback, PaginatedResponse, Pagination, ThreadFilter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rag_bot.chat_history import AnswerMeta, schema_name
+from rag_bot.ui.chat_history import AnswerMeta, schema_name
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import chainlit as cl
 
 from rag_bot import prompts
+from rag_bot.assistant.sessions import jsonable
+from rag_bot.documents.retrieval import Citation
 from rag_bot.errors import DatabaseUnavailable, LLMUnavailable, RagBotError
-from rag_bot.retrieval import Citation
-from rag_bot.sessions import jsonable
 
 if TYPE_CHECKING:
     import pandas as pd

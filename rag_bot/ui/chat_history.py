@@ -21,9 +21,9 @@ from typing import Any
 
 import psycopg
 
+from rag_bot.assistant.conversation import Conversation, Route
 from rag_bot.embeddings import Embedder
 from rag_bot.errors import ConfigError
-from rag_bot.routing import Conversation, Route
 from rag_bot.store import VectorStore
 
 META_KEY = "rag_bot"
@@ -128,7 +128,7 @@ def migrate_chat_history(conn: psycopg.Connection, schema: str) -> None:
     schema = schema_name(schema)
     with conn.transaction():
         # CREATE ... IF NOT EXISTS is not atomic under concurrency; one migrator at a time.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_bot.chat_history'))")
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_bot.ui.chat_history'))")
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         conn.execute(f'SET LOCAL search_path TO "{schema}"')
         for statement in _TABLES:

@@ -2,9 +2,8 @@
 
 Audience and domain filters run inside SQL (a public asker can never receive an internal chunk);
 ranking is the store's hybrid HNSW + Russian full-text search fused by weighted reciprocal rank,
-with knobs in `RetrievalOptions`; an optional `Reranker` reorders the fused candidates. Follow-ups
-are rewritten into a standalone question first (`condense_question`), with the LLM only when there
-is history to condense.
+with knobs in `RetrievalOptions`; an optional `Reranker` reorders the fused candidates. A short
+follow-up is searched together with the previous question (rag_bot.assistant.respond).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from typing import Literal, Protocol
 import numpy as np
 
 from rag_bot.embeddings import Embedder
-from rag_bot.llm.base import ChatMessage, LLMClient
 from rag_bot.store import SearchHit, SearchQuery, VectorStore
 
 logger = logging.getLogger(__name__)
@@ -113,42 +111,6 @@ def search_chunks(
     return hits[:top_k]
 
 
-_CONDENSE_SYSTEM = (
-    "Rewrite the user's last message as one standalone question that can be understood without the "
-    "conversation. Keep the user's language and every name, number and period. Reply with the "
-    "question only."
-)
-
-
-def condense_question(
-    question: str, history: Sequence[tuple[str, str]], llm: LLMClient | None, *, max_turns: int = 3
-) -> str:
-    """A standalone version of a follow-up, for searching.
-
-    `history`: earlier (user message, bot answer) pairs, oldest first. No history: the question as
-    is, with no LLM call. No LLM: the previous user message is prepended, which keeps its subject
-    words in the search (and full-text search ignores the repetition of common words).
-    """
-    if not history:
-        return question
-    recent = list(history)[-max_turns:]
-    if llm is None:
-        return f"{recent[-1][0]} {question}"
-    transcript = "\n".join(
-        f"User: {user}\nAssistant: {answer[:300]}" if answer else f"User: {user}" for user, answer in recent
-    )
-    messages = [
-        ChatMessage("system", _CONDENSE_SYSTEM),
-        ChatMessage("user", f"Conversation:\n{transcript}\n\nLast message: {question}\n\nStandalone question:"),
-    ]
-    try:
-        rewritten = llm.complete(messages, max_tokens=96).text.strip().strip('"').splitlines()
-    except Exception as exc:  # noqa: BLE001 - retrieval must still work when the LLM is down
-        logger.warning("query rewriting failed, searching with the follow-up as typed: %s", exc)
-        return f"{recent[-1][0]} {question}"
-    return rewritten[0].strip() if rewritten and rewritten[0].strip() else question
-
-
 def pack_context(hits: Sequence[SearchHit], budget_tokens: int) -> list[Citation]:
     """Keep the best hits within the budget; adjacent chunks of one document become one passage.
 
@@ -213,7 +175,6 @@ __all__ = [
     "Citation",
     "Reranker",
     "RetrievalOptions",
-    "condense_question",
     "pack_context",
     "search_chunks",
 ]

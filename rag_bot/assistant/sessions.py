@@ -10,7 +10,7 @@ strings chosen by the caller, who also namespaces them: the HTTP API stores `api
 one API key can never read another's conversations; the chat UI uses its thread id.
 
 The API is four functions, each taking a psycopg connection (autocommit or not; each call commits
-its own write):
+its own write); `PgConversations` is the turn runner's store over them:
 
     load_conversation(conn, conversation_id, profile) -> Conversation   # empty when unknown
     append_turn(conn, conversation_id, profile, turn, keep=20)          # atomic; concurrent-safe
@@ -29,7 +29,7 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from rag_bot.routing import Conversation, Route, Turn
+from rag_bot.assistant.conversation import Conversation, Route, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,26 @@ def _own_transaction(conn: psycopg.Connection) -> AbstractContextManager[Any]:
     return nullcontext() if conn.autocommit else conn.transaction()
 
 
+class PgConversations:
+    """The turn runner's ConversationStore on PostgreSQL: each call takes a connection from `connection`
+    (a pool's `connection` method, or a function that connects) and gives it back."""
+
+    def __init__(
+        self, connection: Callable[[], AbstractContextManager[psycopg.Connection]], *,
+        keep_turns: int = DEFAULT_KEEP_TURNS,
+    ) -> None:
+        self._connection = connection
+        self.keep_turns = keep_turns
+
+    def load(self, conversation_id: str, profile: str) -> Conversation:
+        with self._connection() as conn:
+            return load_conversation(conn, conversation_id, profile)
+
+    def append(self, conversation_id: str, profile: str, turn: Turn) -> None:
+        with self._connection() as conn:
+            append_turn(conn, conversation_id, profile, turn, keep=self.keep_turns)
+
+
 # -- serialisation --------------------------------------------------------------------------------
 _ROUTE_FIELDS = ("intent", "domains", "intent_confidence", "domain_confidence", "path", "language",
                  "sentiment", "clarifying_question", "permitted", "latency_s")
@@ -208,6 +228,7 @@ def jsonable(value: Any) -> Any:
 
 __all__ = [
     "DEFAULT_KEEP_TURNS",
+    "PgConversations",
     "append_turn",
     "delete_conversation",
     "ensure_conversations_table",

@@ -44,7 +44,7 @@ from typing import Literal
 import httpx
 
 from rag_bot.errors import ConfigError, LLMUnavailable
-from rag_bot.llm.weights import assemble_gguf, convert_gguf_to_hf
+from rag_bot.stack.weights import assemble_gguf, convert_gguf_to_hf
 
 logger = logging.getLogger(__name__)
 
