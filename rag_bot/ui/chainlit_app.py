@@ -24,9 +24,9 @@ from rag_bot.assistant.sessions import PgConversations
 from rag_bot.assistant.turn import Done, Token, TurnResult, TurnRunner
 from rag_bot.config import get_settings
 from rag_bot.db import connect, store_url
-from rag_bot.language import detect_language
 from rag_bot.observability import new_request_id, request_id_var
 from rag_bot.profiles import get_profiles
+from rag_bot.prompts import detect_language
 from rag_bot.ui.auth import (
     allowed_profiles,
     ensure_auth_secret,
