@@ -253,6 +253,12 @@ def test_docs_answer_streams_with_sources_and_a_thumbs_up_is_stored(page: Page, 
     assert sources and all(sources), final
     # Streamed: text was on screen before the answer was complete (the sources come last).
     assert partial and partial[0] != final and len(partial[0]) < len(final), (partial[:3], final)
+    # The chat's turn ran through the turn runner: counted in /metrics like an API question, with its LLM stream.
+    metrics = httpx.get(app.base_url + "/metrics", timeout=10).text
+    assert re.search(r'rag_bot_questions_total\{channel="chat",[^}]*profile="support"[^}]*\} [1-9]', metrics), (
+        [line for line in metrics.splitlines() if line.startswith("rag_bot_questions_total")])
+    assert re.search(r'rag_bot_llm_calls_total\{method="stream",outcome="ok"\} [1-9]', metrics)
+    assert re.search(r'rag_bot_stage_seconds_count\{stage="llm_first_token"\} [1-9]', metrics)
     # A source opens its passage in the side panel.
     answer.locator(".element-link").first.click()
     page.locator("#side-view-title", has_text=sources[0]).wait_for(state="visible")
