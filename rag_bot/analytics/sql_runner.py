@@ -10,8 +10,8 @@ Size caps: a query is first described (parsed and planned, not run) to learn its
 wrapped so that PostgreSQL itself cuts any cell longer than `max_cell_bytes` before sending it
 (`SELECT repeat('x', 100000000)` arrives as 4 KB, not 100 MB); rows are read one at a time and the
 result stops with "result too large" past `max_result_bytes`. Every connection goes back to the pool
-through `DISCARD ALL`, which drops what a rollback keeps: session advisory locks, prepared
-statements, session settings.
+after `DISCARD ALL`, which drops what a rollback keeps: session advisory locks, prepared statements,
+session settings.
 
 Errors come back as `SqlExecutionError`: `str()` explains it to the user, `kind` and `detail` (the
 PostgreSQL message) go back to the LLM for self-correction.
@@ -264,7 +264,6 @@ class PostgresSqlRunner:
             max_size=max(1, pool_size),
             kwargs={"autocommit": False, "connect_timeout": int(connect_timeout_s)},
             configure=self._configure,
-            reset=self._reset,
             open=False,
             name="rag_bot.sql_runner",
         )
@@ -276,14 +275,20 @@ class PostgresSqlRunner:
         conn.read_only = True  # psycopg then opens every transaction with BEGIN READ ONLY
 
     @staticmethod
-    def _reset(conn: psycopg.Connection) -> None:
+    def _discard_session_state(conn: psycopg.Connection) -> None:
         """Drop what survives a rollback (session advisory locks, prepared statements, settings).
 
-        The pool discards the connection if this fails, which is just as safe.
+        Done here, before the connection goes back to the pool, not in the pool's reset callback:
+        psycopg_pool runs that in a worker thread, so a lock would outlive the query for a moment.
+        If it fails the connection is closed, and the pool replaces it, which is just as safe.
         """
-        conn.autocommit = True
-        conn.execute("DISCARD ALL")
-        conn.autocommit = False
+        try:
+            conn.autocommit = True
+            conn.execute("DISCARD ALL")
+            conn.autocommit = False
+        except psycopg.Error:
+            logger.warning("could not reset an analytics connection; closing it", exc_info=True)
+            conn.close()
 
     def _ensure_open(self) -> None:
         if not self._opened:
@@ -314,6 +319,7 @@ class PostgresSqlRunner:
                     return self._stream(conn, sql, params, fetch, caps, language)
                 finally:
                     conn.rollback()  # nothing is ever committed
+                    self._discard_session_state(conn)
         except PoolTimeout as exc:
             raise DatabaseUnavailable(
                 "The analytics database is not reachable. Check that it is running (`rag-bot doctor`)."
