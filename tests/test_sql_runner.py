@@ -77,16 +77,18 @@ def test_every_demo_gold_query_gives_the_same_rows_after_the_guard(
                 assert got == expected[:1000], record["id"]
 
 
-# A fresh interpreter measures the runner's peak memory for one query, so the test process's own
+# A fresh interpreter measures the runner's peak memory (VmHWM) for one query, so the test process's own
 # peak (models, earlier tests) cannot hide the growth.
 _RSS_PROBE = """
-import json, resource, sys
+import json, sys
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
+def peak_kb():  # VmHWM: this image's peak RSS (ru_maxrss would include the parent's, inherited at fork)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1])
 with PostgresSqlRunner(sys.argv[1], statement_timeout_ms=20000) as runner:
     runner.run_unguarded("SELECT 1")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_kb()
     result = runner.run_unguarded(sys.argv[2])
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = peak_kb()
 print(json.dumps({"kb": after - before, "len": len(result.rows[0][0]), "tail": result.rows[0][0][-12:],
                   "cut": result.cells_cut, "second": result.rows[0][1]}))
 """

@@ -183,7 +183,9 @@ class _CellCaps:
             long = f"pg_catalog.octet_length(q.c{i}::text) > {self.cap:d}"
             parts.append(f"CASE WHEN {long} THEN NULL ELSE q.c{i} END")
             parts.append(f"CASE WHEN {long} THEN pg_catalog.left(q.c{i}::text, {self.cap:d}) END")
-        return f"SELECT {', '.join(parts)} FROM ({query}) AS q({aliases})"
+        # MATERIALIZED: a plain subquery is flattened, and each reference to q.cN would compute the
+        # cell again (four times for a checked column). The CTE is still read row by row, on demand.
+        return f"WITH q({aliases}) AS MATERIALIZED ({query}) SELECT {', '.join(parts)} FROM q"
 
     def merge(self, row: Sequence[Any]) -> tuple[tuple[Any, ...], int]:
         """The row as the query meant it, long cells replaced by their cut text; and how many were cut."""
