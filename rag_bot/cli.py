@@ -85,6 +85,31 @@ def db_stop() -> None:
     click.echo("PostgreSQL stopped." if stopped else "PostgreSQL was not running.")
 
 
+@db.command("harden-reader")
+@click.argument("admin_url")
+@click.option("--role", envvar="RAG_BOT_COMPANY_READONLY_ROLE", default="rag_bot_reader", show_default=True,
+              help="The read-only role the SQL runner logs in as.")
+@click.option("--no-keep-for-others", is_flag=True,
+              help="Do not grant the revoked built-ins back to the other roles of the server.")
+@_fail_nicely
+def db_harden_reader(admin_url: str, role: str, no_keep_for_others: bool) -> None:
+    """Revoke dangerous built-ins (ts_stat, *_to_xml, pg_sleep, advisory locks, lo_*) from the reader.
+
+    ADMIN_URL: a superuser URL of the company database. Idempotent; see rag_bot/analytics/reader_role.py.
+    """
+    from rag_bot.analytics.reader_role import BUILTINS_ROLE, harden_reader_role
+
+    settings = _settings()
+    report = harden_reader_role(admin_url, role, statement_timeout_ms=max(30_000, settings.sql_statement_timeout_ms),
+                                idle_in_transaction_timeout_ms=settings.sql_idle_in_transaction_timeout_ms,
+                                keep_for_other_roles=not no_keep_for_others)
+    click.echo(f"{role} in {report.database}: {len(report.functions)} built-in functions revoked from PUBLIC; "
+               + ", ".join(f"{k}={v}" for k, v in report.settings.items()))
+    if report.members:
+        click.echo(f"kept for {', '.join(report.members)} through the role {BUILTINS_ROLE}; "
+                   f"grant {BUILTINS_ROLE} to roles you create later that need them")
+
+
 # -- LLM ------------------------------------------------------------------------------------------
 @main.group()
 def llm() -> None:

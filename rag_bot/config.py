@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     analytics_today: date | None = None
     sql_statement_timeout_ms: int = 5000
     sql_row_cap: int = 1000
+    # Size caps on a result: PostgreSQL cuts a longer cell (ending it with " …[cut]"); a result past the
+    # byte cap stops with "result too large: narrow the question".
+    sql_max_cell_bytes: int = 4096
+    sql_max_result_bytes: int = 4_000_000
+    # `rag-bot db harden-reader`: the reader's sessions idle inside a transaction this long are closed.
+    sql_idle_in_transaction_timeout_ms: int = 10_000
 
     # --- Profiles, charts ------------------------------------------------------------------------
     profiles_file: Path = PROJECT_ROOT / "profiles.yaml"

@@ -91,7 +91,8 @@ class Components:
             from rag_bot.analytics.sql_runner import PostgresSqlRunner
 
             self._runner = PostgresSqlRunner(
-                url, statement_timeout_ms=self.settings.sql_statement_timeout_ms, row_cap=self.settings.sql_row_cap
+                url, statement_timeout_ms=self.settings.sql_statement_timeout_ms, row_cap=self.settings.sql_row_cap,
+                max_cell_bytes=self.settings.sql_max_cell_bytes, max_result_bytes=self.settings.sql_max_result_bytes,
             )
         return self._runner
 

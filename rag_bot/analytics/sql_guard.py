@@ -18,6 +18,15 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from rag_bot.analytics.sql_allowlist import (
+    DATA_TYPES,
+    FUNCTION_CLASSES,
+    FUNCTION_NAMES,
+    MAX_SERIES_ROWS,
+    SERIES_CLASSES,
+    SYNTAX_CLASSES,
+)
+from rag_bot.analytics.sql_series import series_rows
 from rag_bot.errors import SQLRejected
 
 logger = logging.getLogger(__name__)
@@ -36,21 +45,6 @@ _WRITE_NODES: tuple[type[exp.Expression], ...] = tuple(
     if hasattr(exp, name)
 )
 
-# Functions that read files, talk to other servers, sleep, signal backends, change settings, take
-# locks, run SQL from strings, or read server configuration.
-_DENIED_FUNCTIONS = frozenset(
-    {
-        "current_setting", "set_config", "version", "current_version", "inet_server_addr", "inet_server_port",
-        "inet_client_addr", "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema",
-        "table_to_xml", "table_to_xml_and_xmlschema", "schema_to_xml", "database_to_xml",
-        "cursor_to_xml", "nextval", "setval", "currval", "lastval", "txid_current",
-        "make_aclitem", "has_table_privilege", "has_database_privilege", "has_schema_privilege",
-        "has_function_privilege", "has_column_privilege", "row_security_active", "to_regclass",
-        "to_regproc", "to_regrole", "xmlparse", "xpath", "xpath_exists", "json_populate_record",
-    }
-)
-# pg_* covers pg_read_file, pg_ls_dir, pg_sleep*, pg_terminate_backend, pg_advisory_lock, pg_notify...
-_DENIED_PREFIXES = ("pg_", "lo_", "dblink", "file_", "txid_", "binary_upgrade_")
 _SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
 
 _MESSAGES: dict[str, dict[str, str]] = {
@@ -83,8 +77,24 @@ _MESSAGES: dict[str, dict[str, str]] = {
         "ru": "Я выполняю только запросы на чтение; этот блокирует строки (FOR UPDATE/SHARE), я его не выполнил.",
     },
     "function": {
-        "en": "The query calls {name}(), which can reach files, the server or its settings; I do not run that.",
-        "ru": "Запрос вызывает {name}(), функцию с доступом к файлам, серверу или его настройкам; такое я не выполняю.",
+        "en": "The query calls {name}(), which is not among the functions I use for analytics (some run hidden SQL or reach files, the server or its settings); I did not run it.",
+        "ru": "Запрос вызывает {name}(), которой нет среди функций для аналитики (некоторые выполняют скрытый SQL или обращаются к файлам, серверу, настройкам); я его не выполнил.",
+    },
+    "syntax": {
+        "en": "The query uses {name}, which is not part of the plain analytical SELECT I run; I did not run it.",
+        "ru": "Запрос использует конструкцию {name}, которая не входит в обычный аналитический SELECT; я его не выполнил.",
+    },
+    "type": {
+        "en": "The query converts a value to the type {name}, which I do not use for analytics; I did not run it.",
+        "ru": "Запрос приводит значение к типу {name}, который я не использую для аналитики; я его не выполнил.",
+    },
+    "series": {
+        "en": "generate_series() needs constant bounds: numbers, or dates with an interval step (e.g. DATE '2025-01-01', DATE '2025-12-01', INTERVAL '1 month'); I did not run it.",
+        "ru": "generate_series() нужны постоянные границы: числа или даты с шагом-интервалом (например DATE '2025-01-01', DATE '2025-12-01', INTERVAL '1 month'); я его не выполнил.",
+    },
+    "series_size": {
+        "en": "generate_series() here would make about {rows} rows; I allow at most {limit}. Narrow the range or take a larger step.",
+        "ru": "generate_series() здесь дал бы около {rows} строк, а я разрешаю не больше {limit}. Сузьте диапазон или увеличьте шаг.",
     },
     "system": {
         "en": "The query reads the database's system tables ({name}); I only answer from the business tables.",
@@ -134,6 +144,33 @@ def _function_name(node: exp.Func) -> str:
     return node.sql_name().lower()
 
 
+def _syntax_name(node: exp.Expression) -> str:
+    text = node.sql("postgres") if not isinstance(node, exp.Query) else node.key.upper()
+    return text if len(text) <= 40 else type(node).__name__
+
+
+def _check_function(node: exp.Func, language: str) -> None:
+    """Refuse a call unless it is on the allow-list; bound generate_series()."""
+    name = _function_name(node)
+    allowed = name in FUNCTION_NAMES if isinstance(node, exp.Anonymous) else type(node) in FUNCTION_CLASSES
+    if not allowed:
+        raise _reject("function", language, f"function {name} ({type(node).__name__})", name=name)
+    if type(node) in SERIES_CLASSES:
+        rows = series_rows(node)
+        if rows is None:
+            raise _reject("series", language, f"unbounded {node.sql('postgres')}")
+        if rows > MAX_SERIES_ROWS:
+            raise _reject("series_size", language, f"{rows} series rows", rows=f"{rows:,}",
+                          limit=f"{MAX_SERIES_ROWS:,}")
+
+
+def _table_allowed(name: str, schema: str, allowed: set[str]) -> bool:
+    """`allowed` holds bare names (any allowed schema) and `schema.table` names (that schema only)."""
+    if schema:
+        return f"{schema}.{name}" in allowed or name in allowed
+    return name in allowed or any(entry.endswith("." + name) for entry in allowed)
+
+
 def _cte_names(tree: exp.Expression) -> set[str]:
     return {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
 
@@ -168,8 +205,9 @@ def validate_sql(
 
     Args:
         sql: the query text (a trailing semicolon is fine).
-        allowed_tables: table names the query may read (case-insensitive); None allows any table in
-            `allowed_schemas` (system catalogs are always refused).
+        allowed_tables: tables the query may read (case-insensitive), as bare names (in any of
+            `allowed_schemas`) or as `schema.table` (that schema only, whatever `allowed_schemas`
+            says); None allows any table in `allowed_schemas`. System catalogs are always refused.
         allowed_schemas: schemas a qualified table name may use.
         max_rows: the LIMIT added when missing, and the ceiling for an explicit one.
         language: "ru" or "en", for the rejection message.
@@ -206,25 +244,33 @@ def validate_sql(
         if isinstance(node, exp.Into):
             raise _reject("into", language, "SELECT INTO")
         if isinstance(node, exp.Func):
-            name = _function_name(node)
-            if name in _DENIED_FUNCTIONS or name.startswith(_DENIED_PREFIXES):
-                raise _reject("function", language, f"function {name}", name=name)
+            _check_function(node, language)
+        elif isinstance(node, exp.DataType):
+            if node.this not in DATA_TYPES:
+                raise _reject("type", language, f"type {node.sql('postgres')}", name=node.sql("postgres"))
+        elif isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
+            name = node.sql("postgres").split("(")[0]
+            raise _reject("function", language, f"qualified function {name}", name=name)
+        elif type(node) not in SYNTAX_CLASSES:
+            raise _reject("syntax", language, f"node {type(node).__name__}", name=_syntax_name(node))
         if isinstance(node, exp.Table):
             if not isinstance(node.this, exp.Identifier):
                 continue  # a table function such as generate_series(); its call is checked as a Func
             name = node.name.lower()
             schema = (node.db or "").lower()
+            qualified = f"{schema}.{name}"
             if node.catalog:
                 raise _reject("schema", language, f"cross-database {node.sql()}", name=node.sql())
             if schema in _SYSTEM_SCHEMAS or name.startswith("pg_") or schema.startswith("pg_"):
                 raise _reject("system", language, f"system table {node.sql()}", name=node.sql())
-            if schema and schema not in schemas:
-                raise _reject("schema", language, f"schema {schema}", name=node.sql())
+            if schema and schema not in schemas and qualified not in (allowed or ()):
+                raise _reject("schema", language, f"schema {schema}", name=qualified)
             if not schema and name in ctes:
                 continue
-            if allowed is not None and name not in allowed:
-                raise _reject("table", language, f"table {name} not allowed", name=name)
-            tables.add(name)
+            if allowed is not None and not _table_allowed(name, schema, allowed):
+                shown = qualified if schema else name
+                raise _reject("table", language, f"table {shown} not allowed", name=shown)
+            tables.add(qualified if schema and qualified in (allowed or ()) else name)
 
     limited, limit, added = _apply_limit(tree, max_rows)
     normalised = limited.sql(dialect="postgres")

@@ -135,6 +135,12 @@ def _ensure_readonly_role(admin_url: str, db_name: str, role: str, password: str
         conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
         conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(ident))
+    from rag_bot.analytics.reader_role import harden_reader_role
+
+    try:
+        harden_reader_role(admin_url, role, dbname=db_name)  # the second wall: no dangerous built-ins
+    except ConfigError as err:  # a CREATEDB + CREATEROLE admin cannot revoke built-ins; the guard still holds
+        logger.warning("read-only role %s not hardened: %s", role, err)
 
 
 def _count_rows(admin_url: str, db_name: str) -> dict[str, int]:
