@@ -510,7 +510,11 @@ def doctor() -> None:
     def sandbox_probe() -> str:
         from sandbox import describe_isolation  # type: ignore[attr-defined]
 
-        return str(describe_isolation())
+        info = describe_isolation()
+        if info["level"] != "strong" and not settings.sandbox_allow_weak_isolation:
+            raise RagBotError(f"isolation weak ({info['summary']}): charts are refused. Give the container what "
+                              "sandbox/README.md lists, or set RAG_BOT_SANDBOX_ALLOW_WEAK_ISOLATION=true.")
+        return f"isolation {info['level']}: {info['summary']}"
 
     check("postgres", postgres)
     check("embeddings", embedder)
