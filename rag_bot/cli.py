@@ -196,7 +196,9 @@ def _run_ingest(
         report = sync_documents(
             path, store, embedder, domain=domain, audience=audience, prune=prune,
             chunking=chunking_options(settings), max_file_mb=settings.ingest_max_file_mb,
-            batch_chunks=settings.ingest_batch_chunks, progress=progress,
+            max_unpacked_mb=settings.ingest_max_unpacked_mb, batch_chunks=settings.ingest_batch_chunks,
+            lock_wait_s=settings.ingest_lock_wait_s, progress=progress,
+            on_wait=lambda message: tqdm.write(message, file=sys.stderr),
         )
     click.echo(f"Ingested {path}: {report.summary()}")
     for _source, reason in report.failed:
