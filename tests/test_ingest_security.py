@@ -158,3 +158,22 @@ def test_second_concurrent_ingest_waits_or_says_one_is_running(
         blocking.release.set()
         worker.join(60)
         other.close()
+
+
+def test_pdf_whose_text_unpacks_beyond_the_limit_is_refused(
+    tmp_path: Path, store: VectorStore, embedder: FastE5Embedder
+) -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=10)
+    for page in range(8):
+        pdf.add_page()
+        pdf.multi_cell(0, 5, f"Page {page}. " + "Delivery terms and warranty. " * 120)
+    pdf.output(str(tmp_path / "long.pdf"))
+    limit_mb = 8 * 1024 / 2**20  # 8 KB of text: a few pages fit, eight do not
+    report = sync_documents(tmp_path, store, embedder, max_unpacked_mb=limit_mb)
+    reasons = dict(report.failed)
+    assert list(reasons) == [str(tmp_path / "long.pdf")]
+    assert "RAG_BOT_INGEST_MAX_UNPACKED_MB" in reasons[str(tmp_path / "long.pdf")]
+    assert sync_documents(tmp_path, store, embedder).added == [str(tmp_path / "long.pdf")]  # fine under 200 MB
