@@ -26,6 +26,7 @@ from rag_bot.language import detect_language
 from rag_bot.observability import error_kind, new_request_id, observe_error, observe_question, request_id_var
 from rag_bot.profiles import get_profiles
 from rag_bot.routing import Conversation
+from rag_bot.sessions import InvalidThreadId, append_turn, chat_conversation_id, load_conversation
 from rag_bot.ui.auth import (
     allowed_profiles,
     ensure_auth_secret,
@@ -186,22 +187,26 @@ async def resume(thread: ThreadDict) -> None:
 
 def restore_conversation(thread: ThreadDict, profile: str | None) -> Conversation:
     """The turns saved for this thread (rag_bot.sessions), else rebuilt from the thread's messages."""
-    from rag_bot.sessions import load_conversation
-
     if profile is None:
         return Conversation()
     with connect(chat_database_url(), autocommit=True) as conn:
-        conversation = load_conversation(conn, thread["id"], profile)
+        conversation = load_conversation(conn, chat_conversation_id(thread["id"]), profile)
     if conversation.turns:
         return conversation
     return conversation_from_steps(thread.get("steps") or [], profile=profile)
 
 
-def save_turn(thread_id: str, profile: str, conversation: Conversation) -> None:
-    from rag_bot.sessions import append_turn
+def valid_thread_id(thread_id: str | None) -> bool:
+    try:
+        chat_conversation_id(thread_id)
+    except InvalidThreadId:
+        return False
+    return True
 
+
+def save_turn(thread_id: str, profile: str, conversation: Conversation) -> None:
     with connect(chat_database_url(), autocommit=True) as conn:
-        append_turn(conn, thread_id, profile, conversation.turns[-1])
+        append_turn(conn, chat_conversation_id(thread_id), profile, conversation.turns[-1])
 
 
 async def _render(reply: Reply, message: cl.Message) -> str:
@@ -250,6 +255,12 @@ async def on_message(message: cl.Message) -> None:
     request_id_var.set(new_request_id())  # follows this question through every log line
     try:
         profile_name = session_profile()
+        if not valid_thread_id(cl.context.session.thread_id):
+            # A client-chosen id (e.g. an API conversation's): answer nothing, store nothing.
+            logger.warning("refused a message on thread id %r", cl.context.session.thread_id)
+            reply_message.content = prompts.text("bad_thread", user_language(cl.context.session.user) or language)
+            await reply_message.send()
+            return
         if profile_name is None:
             reply_message.content = prompts.text("no_profile", user_language(cl.context.session.user) or language)
             await reply_message.send()
