@@ -158,6 +158,12 @@ class Settings(BaseSettings):
     # Serve the demo page with the support widget at /support-demo (it hands out guest sign-ins).
     support_demo_page: bool = True
 
+    @field_validator("ops_token", "auth_proxy_secret", "auth_header_default_profile", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`RAG_BOT_OPS_TOKEN=` (compose's `${VAR:-}`) means no token, never the empty token."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("database_url", "company_database_url", mode="before")
     @classmethod
     def _normalise_scheme(cls, value: object) -> object:
