@@ -27,10 +27,10 @@ import psycopg
 
 from rag_bot.analytics.sql_guard import validate_sql
 from rag_bot.analytics.sql_runner import PostgresSqlRunner, SqlExecutionError
-from rag_bot.stack.postgres import start_embedded, stop_embedded
 from rag_bot.db import with_database
 from rag_bot.demo.load import load_demo_database
 from rag_bot.errors import DatabaseUnavailable, SQLRejected
+from rag_bot.stack.postgres import start_embedded, stop_embedded
 
 ATTACKS: dict[str, list[str]] = {
     "SQL run from a string (ts_stat, ts_rewrite)": [

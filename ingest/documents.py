@@ -25,6 +25,7 @@ AUDIENCES = ("public", "internal")
 TEXT_SUFFIXES = {".md", ".markdown", ".txt"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | {".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".json", ".jsonl"}
 META_SUFFIX = ".meta.yaml"
+DEFAULT_MAX_UNPACKED = 200 * 1024 * 1024
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 
 
@@ -57,6 +58,23 @@ def file_hash(path: Path) -> str:
     if meta.exists():
         digest.update(meta.read_bytes())
     return digest.hexdigest()
+
+
+def folder_domain(path: Path, root: Path) -> str | None:
+    """The domain a file gets from its first folder under the ingested root (docs/<domain>/...)."""
+    relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    return relative.parts[0] if len(relative.parts) > 1 else None
+
+
+def source_hash(path: Path, *, root: Path, domain: str | None = None, audience: str | None = None) -> str:
+    """What decides "unchanged": the file and its sidecar, plus what this run imposes on its metadata.
+
+    The CLI's --domain/--audience and the folder domain are not in the file, yet they decide who may
+    retrieve it: a re-run with `--audience internal` must re-write a document stored as public.
+    """
+    imposed = json.dumps({"domain": domain, "audience": audience, "folder": folder_domain(path, root)},
+                         sort_keys=True)
+    return hashlib.sha256(f"{file_hash(path)}\n{imposed}".encode()).hexdigest()
 
 
 def decode_text(data: bytes, name: str) -> str:
@@ -115,16 +133,27 @@ def _read_html(path: Path) -> tuple[list[Section], dict[str, Any]]:
     return [Section(text)], meta
 
 
-def _read_pdf(path: Path) -> tuple[list[Section], dict[str, Any]]:
+def _read_pdf(path: Path, max_unpacked: int = DEFAULT_MAX_UNPACKED) -> tuple[list[Section], dict[str, Any]]:
+    """Pages as sections. pypdf caps each decompressed stream (75 MB); the sum of the text is capped here."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PdfReadError
 
     try:
         reader = PdfReader(str(path))
         if reader.is_encrypted:
             raise IngestError(f"{path.name}: the PDF is password-protected. Save an unprotected copy.")
-        sections = [Section(page.extract_text() or "", page=number) for number, page in enumerate(reader.pages, 1)]
+        sections, unpacked = [], 0
+        for number, page in enumerate(reader.pages, 1):
+            text = page.extract_text() or ""
+            unpacked += len(text.encode("utf-8"))
+            if unpacked > max_unpacked:
+                raise IngestError(_too_large_unpacked(path, f"over {max_unpacked / 2**20:g} MB of text by page {number}",
+                                                      max_unpacked))
+            sections.append(Section(text, page=number))
         title = (reader.metadata.title if reader.metadata else None) or ""
+    except LimitReachedError as exc:
+        raise IngestError(_too_large_unpacked(path, f"a compressed stream over pypdf's limit ({exc})",
+                                              max_unpacked)) from exc
     except (PdfReadError, ValueError, KeyError, OSError) as exc:
         raise IngestError(f"{path.name}: the PDF is damaged or unreadable ({exc}).") from exc
     if not any(s.text.strip() for s in sections):
@@ -136,6 +165,28 @@ def _read_pdf(path: Path) -> tuple[list[Section], dict[str, Any]]:
 # old .doc/.xls files) holding an "EncryptedPackage" stream; its directory names are UTF-16.
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+
+
+def _too_large_unpacked(path: Path, what: str, limit: int) -> str:
+    return (f"{path.name}: unpacks to {what}, more than the {limit / 2**20:g} MB limit "
+            "(RAG_BOT_INGEST_MAX_UNPACKED_MB): a zip bomb, or split the document.")
+
+
+def check_unpacked_zip(path: Path, max_unpacked: int) -> None:
+    """Refuse a DOCX/XLSX whose members unpack to more than `max_unpacked` bytes, before any reader opens it.
+
+    The sizes come from the zip's directory; Python's zipfile never returns more than a member's
+    declared size (and checks its CRC), so a lying header cannot unpack further.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile:
+        return  # the reader reports a damaged file in its own words
+    if total > max_unpacked:
+        raise IngestError(_too_large_unpacked(path, f"{total / 2**20:.0f} MB", max_unpacked))
 
 
 def _refuse_ole_container(path: Path, old_format: str) -> None:
@@ -255,8 +306,12 @@ def load_document(
     domain: str | None = None,
     audience: str | None = None,
     max_bytes: int = 50 * 1024 * 1024,
+    max_unpacked: int = DEFAULT_MAX_UNPACKED,
 ) -> LoadedDocument:
-    """Read one file with its metadata (front matter, `<file>.meta.yaml`, folder, CLI overrides)."""
+    """Read one file with its metadata (front matter, `<file>.meta.yaml`, folder, CLI overrides).
+
+    `max_bytes` caps the file on disk, `max_unpacked` what a compressed format (DOCX, XLSX, PDF) unpacks to.
+    """
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise IngestError(f"{path.name}: unsupported format '{path.suffix}'.")
@@ -268,16 +323,16 @@ def load_document(
             f"{path.name}: {size / 2**20:.1f} MB is over the {max_bytes / 2**20:g} MB limit "
             "(RAG_BOT_INGEST_MAX_FILE_MB). Split it or raise the limit."
         )
-    sections, meta = reader(path)
+    if path.suffix.lower() in (".docx", ".xlsx"):
+        check_unpacked_zip(path, max_unpacked)
+    sections, meta = _read_pdf(path, max_unpacked) if reader is _read_pdf else reader(path)
     sidecar = path.with_name(path.name + META_SUFFIX)
     if sidecar.exists():
         meta.update(yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {})
     text = "\n".join(s.text for s in sections)
     if not text.strip():
         raise IngestError(f"{path.name}: no text found in the file.")
-    relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
-    folder_domain = relative.parts[0] if len(relative.parts) > 1 else None
-    resolved_domain = domain or meta.get("domain") or folder_domain or "general"
+    resolved_domain = domain or meta.get("domain") or folder_domain(path, root) or "general"
     resolved_audience = audience or meta.get("audience") or "internal"
     if resolved_audience not in AUDIENCES:
         raise IngestError(f"{path.name}: audience must be 'public' or 'internal', not '{resolved_audience}'.")
@@ -289,7 +344,7 @@ def load_document(
         domain=str(resolved_domain),
         audience=str(resolved_audience),
         language=str(meta.get("language") or detect_language(text)),
-        content_hash=file_hash(path),
+        content_hash=source_hash(path, root=root, domain=domain, audience=audience),
         sections=sections,
         metadata={"format": path.suffix.lower().lstrip("."), **extra},
     )
@@ -303,11 +358,14 @@ def _first_heading(text: str) -> str | None:
 def iter_files(root: Path) -> Iterator[Path | tuple[Path, str]]:
     """Supported files under root (or root itself); yields (path, reason) for those that can't be read.
 
-    Symlink loops and unreadable folders are reported, not followed forever.
+    Symlink loops and unreadable folders are reported, not followed forever; a symlink whose target
+    lies outside `root` is reported and skipped (it would be stored under a path no later run of this
+    root recognises: re-read every time, never pruned, and out of the folder the operator reviewed).
     """
     if root.is_file():
         yield root
         return
+    real_root = root.resolve()
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -326,6 +384,11 @@ def iter_files(root: Path) -> Iterator[Path | tuple[Path, str]]:
             if entry.name.startswith(".") or entry.name.endswith(META_SUFFIX):
                 continue
             try:
+                if entry.is_symlink() and not entry.resolve().is_relative_to(real_root):
+                    if entry.is_dir() or entry.suffix.lower() in SUPPORTED_SUFFIXES:
+                        yield entry, (f"a symlink to {entry.resolve()}, outside {real_root}: skipped. Copy the "
+                                      "file in, or ingest its own folder.")
+                    continue
                 if entry.is_dir():
                     stack.append(entry)
                 elif entry.suffix.lower() in SUPPORTED_SUFFIXES:

@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import psycopg
 
 from ingest.chunking import ChunkingOptions, chunk_document
-from ingest.documents import file_hash, iter_files, load_document
+from ingest.documents import iter_files, load_document, source_hash
 from rag_bot.embeddings import Embedder
 from rag_bot.errors import IngestError
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 
 logger = logging.getLogger(__name__)
+
+# pg_advisory_lock key of "an ingest is writing this store" (arbitrary but fixed): "rag_ings".
+INGEST_LOCK = 0x7261675F696E6773
 
 
 @dataclass
@@ -69,8 +75,11 @@ def sync_documents(
     prune: bool = True,
     chunking: ChunkingOptions | None = None,
     max_file_mb: float = 50,
+    max_unpacked_mb: float = 200,
     batch_chunks: int = 64,
+    lock_wait_s: float = 600,
     progress: Callable[[str], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """Bring the store in line with the files under `root` (a folder or one file).
 
@@ -78,12 +87,55 @@ def sync_documents(
     documents would otherwise be embedded one call each, at half the speed), and written together in
     one transaction. Reading, embedding and writing overlap (see `flush`). An interruption loses at most the
     unwritten batches, never half a document, and nothing is pruned until every file was seen and
-    written.
+    written. One ingest at a time per store: a second one waits up to `lock_wait_s` for the first
+    (then reads what it wrote; `on_wait` hears that it waits), or stops with an IngestError saying
+    one is running.
     """
     root = root.resolve()
     if not root.exists():
         raise IngestError(f"{root} does not exist. Give a folder or a file to ingest.")
-    chunking = chunking or ChunkingOptions()
+    with ingest_lock(store.conn, wait_s=lock_wait_s, on_wait=on_wait):
+        return _sync(root, store, embedder, domain=domain, audience=audience, prune=prune,
+                     chunking=chunking or ChunkingOptions(), max_bytes=int(max_file_mb * 2**20),
+                     max_unpacked=int(max_unpacked_mb * 2**20), batch_chunks=batch_chunks, progress=progress)
+
+
+@contextmanager
+def ingest_lock(conn: psycopg.Connection, *, wait_s: float,
+                on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """A session advisory lock on the store's database: two ingests would race on the same documents.
+
+    `conn` must stay open (and not be shared with another ingest) while the lock is held.
+    """
+    deadline = time.monotonic() + wait_s
+    told = False
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (INGEST_LOCK,)).fetchone()[0]:  # type: ignore[index]
+        holder = conn.execute(
+            "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s",
+            (INGEST_LOCK >> 32, INGEST_LOCK & 0xFFFFFFFF)).fetchone()
+        who = (f"PostgreSQL backend {holder[0]} from {holder[1] or 'this machine'}, connected "
+               f"{holder[2]:%Y-%m-%d %H:%M:%S %Z}") if holder else "another process"
+        if time.monotonic() >= deadline:
+            raise IngestError(f"Another ingest into this store is running ({who}). Wait until it finishes and "
+                              "run this one again, or let it wait longer with RAG_BOT_INGEST_LOCK_WAIT_S.")
+        if not told:
+            message = f"another ingest into this store is running ({who}); waiting up to {wait_s:.0f} s"
+            logger.info(message)
+            if on_wait:
+                on_wait(message)
+            told = True
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (INGEST_LOCK,))
+
+
+def _sync(root: Path, store: VectorStore, embedder: Embedder, *, domain: str | None, audience: str | None,
+          prune: bool, chunking: ChunkingOptions, max_bytes: int, max_unpacked: int, batch_chunks: int,
+          progress: Callable[[str], None] | None) -> IngestReport:
     base = root if root.is_dir() else root.parent
     report = IngestReport()
     # Only documents under this root: "/kb/docs/" must not claim (and prune) those of "/kb/docs2/".
@@ -129,12 +181,12 @@ def sync_documents(
             if progress:
                 progress(path.name)
             try:
-                if source in stored and stored[source] == file_hash(path):
+                if source in stored and stored[source] == source_hash(path, root=base, domain=domain,
+                                                                      audience=audience):
                     report.unchanged.append(source)
                     continue
-                loaded = load_document(
-                    path, root=base, domain=domain, audience=audience, max_bytes=int(max_file_mb * 1024 * 1024)
-                )
+                loaded = load_document(path, root=base, domain=domain, audience=audience, max_bytes=max_bytes,
+                                       max_unpacked=max_unpacked)
                 chunks = chunk_document(loaded, chunking, embedder=embedder)
                 if not chunks:
                     raise IngestError(f"{path.name}: no text to index after chunking.")

@@ -221,7 +221,9 @@ def _run_ingest(
         report = sync_documents(
             path, store, embedder, domain=domain, audience=audience, prune=prune,
             chunking=chunking_options(settings), max_file_mb=settings.ingest_max_file_mb,
-            batch_chunks=settings.ingest_batch_chunks, progress=progress,
+            max_unpacked_mb=settings.ingest_max_unpacked_mb, batch_chunks=settings.ingest_batch_chunks,
+            lock_wait_s=settings.ingest_lock_wait_s, progress=progress,
+            on_wait=lambda message: tqdm.write(message, file=sys.stderr),
         )
     click.echo(f"Ingested {path}: {report.summary()}")
     for _source, reason in report.failed:
@@ -541,7 +543,11 @@ def doctor() -> None:
     def sandbox_probe() -> str:
         from sandbox import describe_isolation  # type: ignore[attr-defined]
 
-        return str(describe_isolation())
+        info = describe_isolation()
+        if info["level"] != "strong" and not settings.sandbox_allow_weak_isolation:
+            raise RagBotError(f"isolation weak ({info['summary']}): charts are refused. Give the container what "
+                              "sandbox/README.md lists, or set RAG_BOT_SANDBOX_ALLOW_WEAK_ISOLATION=true.")
+        return f"isolation {info['level']}: {info['summary']}"
 
     check("postgres", postgres)
     check("embeddings", embedder)

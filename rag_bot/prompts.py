@@ -79,6 +79,10 @@ TEXTS = {
         "en": "Charts are not available on this server.",
         "ru": "Графики на этом сервере недоступны.",
     },
+    "bad_thread": {
+        "en": "This conversation cannot be continued here. Please reload the page to start a new one.",
+        "ru": "Этот разговор нельзя продолжить здесь. Обновите страницу, чтобы начать новый.",
+    },
     "no_profile": {
         "en": "Your account has no assistant available. Please ask the administrator to grant you access.",
         "ru": "Для вашей учётной записи не открыт ни один ассистент. Попросите администратора выдать доступ.",

@@ -22,11 +22,16 @@ from rag_bot.api.keys import load_keys
 from rag_bot.assistant.respond import Services
 from rag_bot.config import Settings
 from rag_bot.db import store_url
+from rag_bot.http_guards import ASGIApp, OpsTokenGuard, ProxyHeaderGuard
 from rag_bot.observability import install_request_id_logging
 from rag_bot.profiles import get_profiles
+from rag_bot.ui.users import refuse_demo_passwords
 from rag_bot.wiring import close_shared_components, shared_components
 
 logger = logging.getLogger(__name__)
+
+# Pages for operators, closed by RAG_BOT_OPS_TOKEN when it is set.
+OPS_PATHS = ("/metrics", "/api/v1/docs", "/api/v1/docs/", "/api/v1/openapi.json")
 
 
 class ConversationPool:
@@ -103,8 +108,25 @@ def create_server_app(settings: Settings, *, chat: bool = True) -> FastAPI:
     if chat:
         from rag_bot.ui.mount import mount_chat
 
-        mount_chat(app, "/")
+        mount_chat(app, "/", cors_origins=settings.cors_origins)
     return app
+
+
+def guard_app(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """The app behind the guards: only a trusted proxy may name the signed-in user; /metrics and the
+    API docs need the operator's token when one is set."""
+    guarded = app
+    if settings.ops_token is not None:
+        guarded = OpsTokenGuard(guarded, token=settings.ops_token.get_secret_value(), paths=OPS_PATHS)
+    secret = settings.auth_proxy_secret.get_secret_value() if settings.auth_proxy_secret else None
+    return ProxyHeaderGuard(guarded, user_header=settings.auth_header, trusted=settings.auth_trusted_proxies,
+                            secret=secret, secret_header=settings.auth_proxy_secret_header)
+
+
+def check_startup_safety(settings: Settings) -> None:
+    """Refuse to serve the demo's public passwords on a reachable address (ConfigError says what to do)."""
+    if settings.ui_auth == "password":
+        refuse_demo_passwords(settings.users_file, host=settings.ui_host, demo=settings.demo)
 
 
 def run_server(settings: Settings) -> None:
@@ -112,7 +134,8 @@ def run_server(settings: Settings) -> None:
     import uvicorn
 
     install_request_id_logging()
-    app = create_server_app(settings)
+    check_startup_safety(settings)
+    app = guard_app(create_server_app(settings), settings)
     # log_config=None: keep our logging (with request ids); asyncio loop, as `chainlit run` uses.
     config = uvicorn.Config(app, host=settings.ui_host, port=settings.ui_port, log_config=None, loop="asyncio")
     uvicorn.Server(config).run()

@@ -100,7 +100,8 @@ class Components:
         if self._sandbox is None:
             from sandbox import SubprocessSandbox
 
-            self._sandbox = SubprocessSandbox(pool_size=self.settings.sandbox_pool_size)
+            self._sandbox = SubprocessSandbox(pool_size=self.settings.sandbox_pool_size,
+                                              allow_weak_isolation=self.settings.sandbox_allow_weak_isolation)
         return self._sandbox
 
     def close(self) -> None:

@@ -266,6 +266,47 @@ _DENY_X86_64 = {
     175: errno.EPERM,  # init_module
     313: errno.EPERM,  # finit_module
     435: errno.ENOSYS,  # clone3: flags live in memory BPF cannot read; glibc falls back to clone
+    # Still a deny-list (an allow-list of what CPython + numpy + matplotlib call was not worth the risk
+    # of breaking charts on another libc), extended after the outside attack with everything below:
+    319: errno.EPERM,  # memfd_create: anonymous executable memory files
+    447: errno.EPERM,  # memfd_secret
+    428: errno.EPERM,  # open_tree   (the new mount API: a detached copy of a mount tree)
+    429: errno.EPERM,  # move_mount
+    430: errno.EPERM,  # fsopen
+    431: errno.EPERM,  # fsconfig
+    432: errno.EPERM,  # fsmount
+    433: errno.EPERM,  # fspick
+    442: errno.EPERM,  # mount_setattr
+    457: errno.EPERM,  # statmount
+    458: errno.EPERM,  # listmount
+    434: errno.EPERM,  # pidfd_open  (handles on other processes)
+    438: errno.EPERM,  # pidfd_getfd (steal another process's file descriptor)
+    424: errno.EPERM,  # pidfd_send_signal
+    440: errno.EPERM,  # process_madvise
+    312: errno.EPERM,  # kcmp
+    135: errno.EPERM,  # personality (ADDR_NO_RANDOMIZE and friends)
+    103: errno.EPERM,  # syslog
+    172: errno.EPERM,  # iopl
+    173: errno.EPERM,  # ioperm
+    163: errno.EPERM,  # acct
+    167: errno.EPERM,  # swapon
+    168: errno.EPERM,  # swapoff
+    169: errno.EPERM,  # reboot
+    170: errno.EPERM,  # sethostname
+    171: errno.EPERM,  # setdomainname
+    176: errno.EPERM,  # delete_module
+    179: errno.EPERM,  # quotactl
+    443: errno.EPERM,  # quotactl_fd
+    159: errno.EPERM,  # adjtimex
+    164: errno.EPERM,  # settimeofday
+    227: errno.EPERM,  # clock_settime
+    305: errno.EPERM,  # clock_adjtime
+    212: errno.EPERM,  # lookup_dcookie
+    300: errno.EPERM,  # fanotify_init
+    256: errno.EPERM,  # migrate_pages
+    279: errno.EPERM,  # move_pages
+    153: errno.EPERM,  # vhangup
+    134: errno.EPERM,  # uselib
 }
 _CLONE_NR = 56
 _KILL_NR = 62

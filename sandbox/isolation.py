@@ -43,6 +43,16 @@ class IsolationPlan:
     probe_report: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def strong(self) -> bool:
+        """Both walls that hold against a hostile script: the namespace jail and the seccomp filter."""
+        return self.jail and self.seccomp
+
+    def missing(self) -> list[str]:
+        """The walls `strong` needs that this plan lacks, named for an operator."""
+        return [name for name, held in (("namespace jail (unshare + pivot_root)", self.jail),
+                                        ("seccomp filter", self.seccomp)) if not held]
+
+    @property
     def init(self) -> bool:
         return "pid" in self.namespaces
 
@@ -166,9 +176,7 @@ def detect_isolation(refresh: bool = False) -> IsolationPlan:
             if report is not None:
                 chosen = dataclasses.replace(plan, probe_report=report)
                 break
-        level = (
-            logging.INFO if chosen.jail and chosen.seccomp and "net" in chosen.namespaces else logging.WARNING
-        )
+        level = logging.INFO if chosen.strong and "net" in chosen.namespaces else logging.WARNING
         logger.log(level, "chart sandbox isolation: %s", _summary(chosen, is_root))
         _detected = chosen
         return chosen
@@ -206,5 +214,6 @@ def describe_isolation() -> dict[str, bool | str]:
         "nproc_limit": plan.nproc_limit,
         "python_socket_block": True,
         "empty_environment": True,
+        "level": "strong" if plan.strong else "weak",
         "summary": _summary(plan, is_root),
     }

@@ -19,6 +19,7 @@ class ErrorKind(enum.StrEnum):
     SCRIPT_ERROR = "script_error"  # the code raised an ordinary exception; `detail` has the last line
     CRASHED = "crashed"  # the sandbox process died without a result (e.g. killed by a signal)
     INTERNAL = "internal"  # the sandbox itself could not start; not the script's fault
+    UNAVAILABLE = "unavailable"  # this host cannot confine the script well enough; nothing ran
 
 
 class SandboxError(Exception):

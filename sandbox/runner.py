@@ -44,6 +44,15 @@ _STDERR_CAP = 64 * 1024
 _EXIT_CONFINEMENT_FAILED = 70
 
 
+def _weak_isolation_message(plan: IsolationPlan) -> str:
+    return (
+        f"Charts are turned off: this host cannot confine chart code (missing: {', '.join(plan.missing())}). "
+        "In a container, allow unshare and pivot_root (CAP_SYS_ADMIN, or a seccomp profile that permits "
+        "unshare; see sandbox/README.md), or accept weaker isolation explicitly with "
+        "allow_weak_isolation=True (RAG_BOT_SANDBOX_ALLOW_WEAK_ISOLATION=true)."
+    )
+
+
 class SandboxRunner(Protocol):
     """The seam rag_bot depends on; tests and offline demos may pass a fake."""
 
@@ -106,15 +115,25 @@ class SubprocessSandbox:
         startup_timeout_s: float = 60.0,
         isolation: IsolationPlan | None = None,
         prefork: bool = True,
+        allow_weak_isolation: bool = False,
     ) -> None:
         """`prefork` forks workers from a warmed zygote (fast); False starts a fresh interpreter per worker.
 
         `isolation` overrides the probed plan; tests use it to check each layer holds on its own.
+        Fails closed: unless the plan has both the namespace jail and seccomp, every `run` returns an
+        `UNAVAILABLE` error and no worker is started, except with `allow_weak_isolation=True`.
         """
-        self.pool_size = max(0, pool_size)
         self.limits = limits or Limits()
         self.startup_timeout_s = startup_timeout_s
         self.plan: IsolationPlan = isolation or detect_isolation()
+        self.refusal = None if self.plan.strong or allow_weak_isolation else _weak_isolation_message(self.plan)
+        if self.refusal is not None:
+            logger.error("chart sandbox refuses to run: %s", self.refusal)
+            pool_size, prefork = 0, False
+        elif not self.plan.strong:
+            logger.warning("chart sandbox runs with WEAKER isolation, as configured: missing %s",
+                           ", ".join(self.plan.missing()))
+        self.pool_size = max(0, pool_size)
         self._mpl_cache = mpl_cache_dir()
         self._base = tempfile.mkdtemp(prefix="rag-bot-sandbox-")
         os.chmod(self._base, 0o711)  # a dedicated uid must be able to reach its own work dir
@@ -148,6 +167,8 @@ class SubprocessSandbox:
         Raises ValueError for caller mistakes (bad file names) and RuntimeError after `close()`.
         """
         started = time.monotonic()
+        if self.refusal is not None:
+            return SandboxResult(error=SandboxError(ErrorKind.UNAVAILABLE, self.refusal, self.refusal))
         limits = limits or self.limits
         files = dict(files or {})
         for name, data in files.items():

@@ -40,13 +40,16 @@ def test_password_sign_in_carries_profiles_and_language(settings: Settings) -> N
     assert password_user(settings, "nobody", "correct horse") is None
 
 
-def test_header_sign_in_uses_the_users_file_and_defaults_for_others(settings: Settings) -> None:
+def test_header_sign_in_uses_the_users_file_and_refuses_others(settings: Settings) -> None:
     known = header_user(settings, {"X-Forwarded-User": "olga"})
     assert known is not None and known.metadata["profiles"] == ["support"]
-    other = header_user(settings, {"X-Forwarded-User": "petr@technosnab.ru"})
-    assert other is not None and other.metadata["profiles"] == [settings.default_profile]
+    # Unlisted: no profile at all (it was the analyst default), unless the operator names one.
+    assert header_user(settings, {"X-Forwarded-User": "petr@technosnab.ru"}) is None
+    admitted = settings.model_copy(update={"auth_header_default_profile": "support"})
+    other = header_user(admitted, {"X-Forwarded-User": "petr@technosnab.ru"})
+    assert other is not None and other.metadata["profiles"] == ["support"]
     assert header_user(settings, {}) is None
-    assert header_user(settings, {"X-Forwarded-User": "bad name; drop"}) is None
+    assert header_user(admitted, {"X-Forwarded-User": "bad name; drop"}) is None
 
 
 def test_users_see_only_their_profiles_and_everyone_all_without_sign_in() -> None:

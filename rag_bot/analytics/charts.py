@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rag_bot.llm.base import ChatMessage, LLMClient
-from sandbox import SandboxRunner
+from sandbox import ErrorKind, SandboxRunner
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,12 @@ _FAILED = {
     "en": "I could not draw this chart (the generated code failed twice). Here is the data as a table.",
     "ru": "Не получилось построить график (сгенерированный код дважды завершился с ошибкой). Вот данные таблицей.",
 }
+_UNAVAILABLE = {
+    "en": "Charts are turned off on this server (its chart sandbox cannot isolate code here; the administrator "
+          "can see why in the log). Here is the data as a table.",
+    "ru": "Графики на этом сервере отключены (песочница для графиков не может здесь изолировать код; причина "
+          "в журнале сервера). Вот данные таблицей.",
+}
 _NO_DATA = {
     "en": "There are no data to plot for this request.",
     "ru": "Для этого запроса нет данных для графика.",
@@ -141,6 +147,9 @@ def answer_chart(
         pngs = [image.data for image in result.images if image.format == "png"]
         if result.ok and pngs:
             return ChartAnswer("ok", pngs[0], code, "", retried=attempt > 0, timings=timings)
+        if result.error is not None and result.error.kind == ErrorKind.UNAVAILABLE:
+            # The sandbox fails closed on this host: no retry, no second LLM call; the log says why.
+            return ChartAnswer("failed", None, code, _UNAVAILABLE.get(language, _UNAVAILABLE["en"]), timings=timings)
         error = str(result.error) if result.error else "the script saved no chart.png"
         detail = (result.stderr or error)
         logger.info("chart attempt %d failed: %s", attempt, error)

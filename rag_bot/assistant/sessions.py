@@ -7,7 +7,9 @@ appends the new turn after. The table lives in the vector store's database:
 
 It is created on first use (idempotent, safe when several replicas start at once). Ids are opaque
 strings chosen by the caller, who also namespaces them: the HTTP API stores `api:<key id>:<id>` so
-one API key can never read another's conversations; the chat UI uses its thread id.
+one API key can never read another's conversations; the chat UI stores `chat:<thread uuid>`
+(`chat_conversation_id`), so a chat client that picks its own thread id (Chainlit lets it) can never
+name an API conversation, and an API caller can never name a chat thread.
 
 The API is four functions, each taking a psycopg connection (autocommit or not; each call commits
 its own write); `PgConversations` is the turn runner's store over them:
@@ -59,6 +61,28 @@ _SCHEMA_LOCK = 0x7261675F636F6E76  # "rag_conv"
 
 _ready: set[tuple[str, str, str]] = set()
 _ready_lock = threading.Lock()
+
+
+CHAT_PREFIX = "chat:"
+
+
+class InvalidThreadId(ValueError):
+    """A chat thread id that is not the UUID Chainlit's own client generates."""
+
+
+def chat_conversation_id(thread_id: str | None) -> str:
+    """The conversations key of a chat thread; anything but a canonical UUID is refused.
+
+    Chainlit accepts whatever thread id the browser sends; without this, `api:helpdesk:ticket-42`
+    would append to (and poison) a help-desk ticket's conversation.
+    """
+    try:
+        parsed = uuid.UUID(str(thread_id))
+    except ValueError:
+        raise InvalidThreadId(f"not a chat thread id: {thread_id!r}") from None
+    if str(parsed) != str(thread_id).lower():
+        raise InvalidThreadId(f"not a canonical chat thread id: {thread_id!r}")
+    return CHAT_PREFIX + str(parsed)
 
 
 def ensure_conversations_table(conn: psycopg.Connection) -> None:

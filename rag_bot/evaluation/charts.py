@@ -135,7 +135,8 @@ def charts(jsonl: Path, limit: int | None, out: Path) -> None:
     with running_postgres(settings):
         url = company_readonly_url(settings)
         assert url is not None
-        with PostgresSqlRunner(url) as runner, SubprocessSandbox(pool_size=1) as box:
+        with PostgresSqlRunner(url) as runner, SubprocessSandbox(
+                pool_size=1, allow_weak_isolation=settings.sandbox_allow_weak_isolation) as box:
             for item in tqdm(items, desc="charts", unit="request"):
                 data = runner.run(validate_sql(item["sql"], allowed_tables=runner.table_names()))
                 started = time.perf_counter()

@@ -7,6 +7,7 @@ one-off identity bound to the copilot profile.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import secrets
@@ -71,14 +72,29 @@ def password_user(settings: Settings, username: str, password: str) -> cl.User |
 
 
 def header_user(settings: Settings, headers: Mapping[str, str]) -> cl.User | None:
-    """The proxy's user; details from the users file when listed there, else the default profile."""
+    """The proxy's user: only a name listed in the users file, or the operator's default profile.
+
+    The header reaches this point only from a trusted proxy (`rag_bot.http_guards.ProxyHeaderGuard`
+    drops it otherwise); when a proxy secret is configured it is checked here again, so the chat
+    mounted without that guard still refuses a client's own header.
+    """
+    if settings.auth_proxy_secret is not None:
+        sent = headers.get(settings.auth_proxy_secret_header) or ""
+        if not hmac.compare_digest(sent.encode(), settings.auth_proxy_secret.get_secret_value().encode()):
+            logger.warning("header sign-in refused: %s missing or wrong", settings.auth_proxy_secret_header)
+            return None
     name = (headers.get(settings.auth_header) or "").strip()
     if not name:
         return None
     account = get_users(settings.users_file).get(name)
     if account is None:
+        if not settings.auth_header_default_profile:
+            # Unknown names get nothing: a proxy that forwards any name must not hand out the analyst profile.
+            logger.warning("header sign-in refused for %r: not in %s (set RAG_BOT_AUTH_HEADER_DEFAULT_PROFILE "
+                           "to admit unlisted users)", name, settings.users_file)
+            return None
         try:
-            account = UserAccount(username=name, profiles=[settings.default_profile])
+            account = UserAccount(username=name, profiles=[settings.auth_header_default_profile])
         except ValueError:
             logger.warning("proxy sent an unusable user name in %s", settings.auth_header)
             return None

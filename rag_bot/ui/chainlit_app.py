@@ -20,7 +20,7 @@ from chainlit.types import ThreadDict
 
 from rag_bot import prompts
 from rag_bot.assistant.conversation import Conversation
-from rag_bot.assistant.sessions import PgConversations
+from rag_bot.assistant.sessions import InvalidThreadId, PgConversations, chat_conversation_id
 from rag_bot.assistant.turn import Done, Token, TurnResult, TurnRunner
 from rag_bot.config import get_settings
 from rag_bot.db import connect, store_url
@@ -169,9 +169,13 @@ def session_profile() -> str | None:
 
 
 # -- conversation ----------------------------------------------------------------------------------
-def chat_conversation_id(thread_id: str) -> str:
-    """The stored conversation of a chat thread; namespaced apart from the API's `api:<key>:<id>`."""
-    return f"chat:{thread_id}"
+def valid_thread_id(thread_id: str | None) -> bool:
+    """Chainlit takes the browser's thread id as is: only its own UUIDs may reach a stored conversation."""
+    try:
+        chat_conversation_id(thread_id)
+    except InvalidThreadId:
+        return False
+    return True
 
 
 def _connect_chat_db() -> AbstractContextManager[psycopg.Connection]:
@@ -189,7 +193,7 @@ def turn_runner() -> TurnRunner:
 async def resume(thread: ThreadDict) -> None:
     """A past thread reopened: make sure its turns are stored (older threads: rebuilt from the messages)."""
     profile = session_profile()
-    if profile is None:
+    if profile is None or not valid_thread_id(thread.get("id")):
         return
     try:
         await asyncio.to_thread(restore_conversation, thread, profile)
@@ -246,6 +250,12 @@ async def on_message(message: cl.Message) -> None:
     reply_message = cl.Message(content="")
     request_id_var.set(new_request_id())  # follows this question through every log line
     profile_name = session_profile()
+    if not valid_thread_id(cl.context.session.thread_id):
+        # A client-chosen id (e.g. an API conversation's): answer nothing, store nothing.
+        logger.warning("refused a message on thread id %r", cl.context.session.thread_id)
+        reply_message.content = prompts.text("bad_thread", user_language(cl.context.session.user) or language)
+        await reply_message.send()
+        return
     if profile_name is None:
         reply_message.content = prompts.text("no_profile", user_language(cl.context.session.user) or language)
         await reply_message.send()

@@ -9,6 +9,7 @@ Routes of the parent app must be added before mounting: a mount at "/" catches e
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -19,15 +20,22 @@ CHAINLIT_APP = Path(__file__).resolve().with_name("chainlit_app.py")
 _mounted = False
 
 
-def mount_chat(app: FastAPI, path: str = "/") -> None:
-    """Serve the Chainlit chat (rag_bot/ui/chainlit_app.py) under `path` of `app`."""
+def mount_chat(app: FastAPI, path: str = "/", *, cors_origins: Sequence[str] = ()) -> None:
+    """Serve the Chainlit chat (rag_bot/ui/chainlit_app.py) under `path` of `app`.
+
+    `cors_origins` replaces `allow_origins` of .chainlit/config.toml: Chainlit's CORS middleware
+    allows credentials, so "*" would let any site call the chat with a signed-in user's cookie.
+    """
     global _mounted
     if _mounted:
         raise RuntimeError("The Chainlit chat can be mounted once per process (Chainlit has one global app).")
     # Chainlit reads .chainlit/config.toml, chainlit.md and public/ from its app root, fixed when
     # chainlit.config is first imported: the project folder, whatever the current directory is.
     os.environ.setdefault("CHAINLIT_APP_ROOT", str(PROJECT_ROOT))
+    from chainlit.config import config
     from chainlit.utils import mount_chainlit
 
+    # In place: Chainlit's CORSMiddleware was registered at import with this very list object.
+    config.project.allow_origins[:] = list(cors_origins)
     mount_chainlit(app=app, target=str(CHAINLIT_APP), path=path)
     _mounted = True

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -163,6 +164,43 @@ def save_user(users_file: Path, account: UserAccount) -> bool:
         handle.write(text)
     tmp.replace(users_file)
     return created
+
+
+# -- the demo's public passwords ------------------------------------------------------------------
+DEMO_PASSWORDS = {"analyst": "analyst-demo", "support": "support-demo"}  # printed in the README
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (the demo's default bind)."""
+    try:
+        return host in _LOOPBACK_HOSTS or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def demo_accounts(users_file: Path) -> list[str]:
+    """Usernames in `users_file` whose password is one of the demo's public ones."""
+    users = get_users(users_file)
+    return [name for name, password in DEMO_PASSWORDS.items()
+            if name in users and users[name].password_hash and verify_password(password, users[name].password_hash)]
+
+
+def refuse_demo_passwords(users_file: Path, *, host: str, demo: bool) -> None:
+    """Refuse to serve password sign-in on a reachable address while the demo's public passwords work.
+
+    The demo itself (loopback bind, or RAG_BOT_DEMO=true) is allowed; anything else must use its own users.
+    """
+    if demo or is_loopback(host):
+        return
+    found = demo_accounts(users_file)
+    if found:
+        raise ConfigError(
+            f"{users_file} still has the demo's public passwords ({', '.join(found)}), and the chat would listen "
+            f"on {host}, reachable from other machines. Point RAG_BOT_USERS_FILE at your own users file "
+            "(`rag-bot users add NAME --profile analyst --users-file FILE`), or set RAG_BOT_DEMO=true if this "
+            "really is a public demo."
+        )
 
 
 # -- `rag-bot users` -------------------------------------------------------------------------------
