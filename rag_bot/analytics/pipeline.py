@@ -22,7 +22,7 @@ from datetime import date
 from typing import Any, Literal
 
 from rag_bot.analytics.narration import narrate_result, template_answer
-from rag_bot.analytics.schema_context import SchemaContext, retrieve_schema_context
+from rag_bot.analytics.schema_context import SchemaContext, TableDoc, retrieve_schema_context
 from rag_bot.analytics.sql_generation import (
     EMPTY_RESULT_HINT,
     build_messages,
@@ -30,6 +30,7 @@ from rag_bot.analytics.sql_generation import (
     repair_message,
 )
 from rag_bot.analytics.sql_guard import DEFAULT_MAX_ROWS, QueryRejected, ValidatedQuery, validate_sql
+from rag_bot.analytics.sql_repair import Repair, SchemaIndex, query_columns, repair_identifiers, schema_index
 from rag_bot.analytics.sql_runner import SqlExecutionError, SqlResult, SqlRunner
 from rag_bot.embeddings import Embedder
 from rag_bot.llm.base import ChatMessage, LLMClient
@@ -54,6 +55,7 @@ class AnalyticsOptions:
     explain: bool = True  # EXPLAIN before running: errors and absurd plans caught without executing
     max_plan_cost: float = 5e7
     max_retries: int = 2  # repairs after a PostgreSQL error
+    repair_identifiers: bool = True  # fix unknown/misplaced tables, columns, join keys against the schema first
     empty_retry: bool = True  # one "check your filters" retry on an empty result
     narrate: bool = True  # LLM narrative (number-checked); False = templated sentence only
     max_tables: int = 6
@@ -77,6 +79,7 @@ class AnalyticsAnswer:
     narrative_checked: bool | None = None
     tables: list[str] = field(default_factory=list)  # tables shown to the LLM
     attempts: list[str] = field(default_factory=list)  # every SQL the LLM wrote, in order
+    repairs: list[str] = field(default_factory=list)  # deterministic identifier fixes applied
 
 
 _CLARIFY = {
@@ -127,11 +130,32 @@ class _Outcome:
         return self.error is not None and not self.error.fixable
 
 
-def _try(sql: str, runner: SqlRunner, allowed: Sequence[str], options: AnalyticsOptions, language: str,
+@dataclass(frozen=True)
+class _Allowed:
+    """What the guard lets a query read: the ingested tables (bare names) and their schemas."""
+
+    tables: list[str]
+    schemas: list[str]
+
+
+def _allowed(scope: Sequence[TableDoc], runner: SqlRunner) -> _Allowed:
+    """The ingested tables and schemas (every schema the role may read, unless narrowed at ingest);
+    the runner's own list when the store holds no schema documents."""
+    if not scope:
+        return _Allowed(runner.table_names(), ["public"])
+    return _Allowed(sorted({t.name.rsplit(".", 1)[-1] for t in scope}), sorted({t.schema for t in scope} | {"public"}))
+
+
+def _index(scope: Sequence[TableDoc]) -> SchemaIndex:
+    return schema_index([(t.name, t.schema, [(c, "") for c in t.columns], t.foreign_keys) for t in scope])
+
+
+def _try(sql: str, runner: SqlRunner, allowed: _Allowed, options: AnalyticsOptions, language: str,
          timings: dict[str, float]) -> _Outcome:
     t = time.perf_counter()
     try:
-        query = validate_sql(sql, allowed_tables=allowed, max_rows=options.max_rows, language=language)
+        query = validate_sql(sql, allowed_tables=allowed.tables, allowed_schemas=allowed.schemas,
+                             max_rows=options.max_rows, language=language)
     except QueryRejected as exc:
         timings["guard"] = timings.get("guard", 0.0) + time.perf_counter() - t
         return _Outcome(problem=f"rejected by the SQL guard: {exc.detail}", rejection=exc)
@@ -201,7 +225,8 @@ def answer_analytics(
         example_domains=example_domains if example_domains is not None else domains,
         exclude_example=question,
     )
-    allowed = runner.table_names()
+    allowed = _allowed(context.scope, runner)
+    index = _index(context.scope)
     timings["retrieve"] = time.perf_counter() - t
     messages = build_messages(question, context, today=today or date.today(), constrained=opts.constrained,
                               gate=opts.gate, instructions=instructions, history=history)
@@ -214,7 +239,13 @@ def answer_analytics(
         gen = generate_sql(llm, msgs, constrained=opts.constrained, gate=gate, temperature=temperature)
         timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t0
         answer.attempts.append(gen.sql)
-        return gen.status, gen.sql
+        if not (opts.repair_identifiers and gen.sql and gen.status == "answerable"):
+            return gen.status, gen.sql
+        t0 = time.perf_counter()
+        fixed: Repair = repair_identifiers(gen.sql, index)
+        timings["repair"] = timings.get("repair", 0.0) + time.perf_counter() - t0
+        answer.repairs += fixed.changes
+        return gen.status, fixed.sql
 
     def finish(status: Status, text: str, outcome: _Outcome | None = None) -> AnalyticsAnswer:
         answer.status = status
@@ -255,6 +286,7 @@ def answer_analytics(
     conversation = list(messages)
     empty_retried = False
     repairs = 0
+    tried: set[str] = set()
     while True:
         if outcome.fatal:
             break
@@ -273,13 +305,17 @@ def answer_analytics(
             break
         repairs += 1
         answer.retries += 1
+        tried.add(_normal(sql))
         conversation += [ChatMessage("assistant", sql or "(no query)"),
-                         repair_message(sql, outcome.problem or "no query was written", allowed)]
-        previous = sql
+                         repair_message(sql, outcome.problem or "no query was written", allowed.tables,
+                                        columns=query_columns(sql, index))]
         status, sql = generate(conversation, gate=False)
-        if " ".join(sql.split()).rstrip(";") == " ".join((previous or "").split()).rstrip(";"):
-            # Greedy decoding repeats itself after an error; sample once for a different query.
+        if _normal(sql) in tried:
+            # Greedy decoding repeats itself after an error; sample for a different query, and never
+            # send the database (or the next repair turn) a query that already failed.
             status, sql = generate(conversation, opts.sample_temperature, gate=False)
+            if _normal(sql) in tried:
+                break
         outcome = _try(sql, runner, allowed, opts, lang, timings)
 
     if outcome.result is None:
@@ -310,6 +346,10 @@ def answer_analytics(
     return finish("ok", text, outcome)
 
 
+def _normal(sql: str | None) -> str:
+    return " ".join((sql or "").split()).rstrip(";").lower()
+
+
 def _missing_data(outcome: _Outcome) -> str | None:
     """The name of the column or table the final query lacked, when that is why it failed."""
     if outcome.error is None or outcome.error.sqlstate not in {"42703", "42P01"}:
@@ -319,7 +359,7 @@ def _missing_data(outcome: _Outcome) -> str | None:
 
 
 def _vote(first: _Outcome, messages: Sequence[ChatMessage], generate: Any, runner: SqlRunner,
-          allowed: Sequence[str], opts: AnalyticsOptions, lang: str, timings: dict[str, float]) -> _Outcome:
+          allowed: _Allowed, opts: AnalyticsOptions, lang: str, timings: dict[str, float]) -> _Outcome:
     """Sample more candidates and keep the result most of them agree on (ties: the greedy one)."""
     outcomes = [first]
     for _ in range(opts.candidates - 1):
