@@ -28,6 +28,14 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ingest.db_catalog import (
+    pg_common_values,
+    pg_date_ranges,
+    readable_schemas,
+    row_estimates,
+    sample_values,
+    search_path_of,
+)
 from rag_bot.embeddings import Embedder
 from rag_bot.errors import IngestError
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
@@ -35,7 +43,6 @@ from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 logger = logging.getLogger(__name__)
 
 SCHEMA_KIND = "schema"
-MAX_SAMPLE_VALUES = 12
 _TEXT_TYPES = (sa.String, sa.Text, sa.Enum)
 
 
@@ -110,101 +117,6 @@ def _normalise_descriptions(descriptions: Mapping[str, Any] | None) -> dict[str,
     return out
 
 
-def _row_estimates(conn: Connection, schema: str) -> dict[str, int]:
-    if conn.dialect.name != "postgresql":
-        return {}
-    rows = conn.execute(
-        sa.text(
-            "SELECT c.relname, c.reltuples::bigint FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'm')"
-        ),
-        {"schema": schema},
-    ).all()
-    return {str(name): int(n) for name, n in rows if n is not None and n >= 0}
-
-
-def _pg_common_values(conn: Connection, schema: str) -> dict[tuple[str, str], list[str]]:
-    """(table, column) -> most common values, for columns whose statistics say they are few."""
-    if conn.dialect.name != "postgresql":
-        return {}
-    rows = conn.execute(
-        sa.text(
-            "SELECT tablename, attname, n_distinct, most_common_vals::text::text[] FROM pg_stats "
-            "WHERE schemaname = :schema"
-        ),
-        {"schema": schema},
-    ).all()
-    out: dict[tuple[str, str], list[str]] = {}
-    for table, column, n_distinct, values in rows:
-        # Present but empty: statistics say the column has many values, so it is not sampled.
-        few = values and 0 < float(n_distinct or 0) <= MAX_SAMPLE_VALUES
-        out[(str(table), str(column))] = [str(v) for v in values] if few else []
-    return out
-
-
-def _sample_values(conn: Connection, schema: str, table: str, column: str, sample_rows: int) -> list[str]:
-    """Distinct values among at most `sample_rows` rows; empty when the column looks high-cardinality."""
-    preparer = conn.dialect.identifier_preparer
-    source = f"{preparer.quote_schema(schema)}.{preparer.quote(table)}"
-    col = preparer.quote(column)
-    query = sa.text(
-        f"SELECT DISTINCT v FROM (SELECT {col} AS v FROM {source} WHERE {col} IS NOT NULL "
-        f"LIMIT {int(sample_rows)}) s LIMIT {MAX_SAMPLE_VALUES + 1}"
-    )
-    values = [str(r[0]) for r in conn.execute(query).all()]
-    return sorted(values) if len(values) <= MAX_SAMPLE_VALUES else []
-
-
-_DATE_TYPES = ("date", "timestamp", "timestamptz", "timestamp without time zone", "timestamp with time zone")
-
-
-def readable_schemas(conn: Connection) -> list[str]:
-    """Every non-system schema where this role may read at least one table or view (PostgreSQL); a
-    company database rarely lives in `public` alone, and the role's grants say what the bot may use."""
-    if conn.dialect.name != "postgresql":
-        return [sa.inspect(conn).default_schema_name or "public"]
-    rows = conn.execute(
-        sa.text(
-            "SELECT DISTINCT n.nspname FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid "
-            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
-            "AND n.nspname NOT LIKE 'pg\\_%' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
-            "AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT') ORDER BY 1"
-        )
-    ).all()
-    return [str(r[0]) for r in rows]
-
-
-def _search_path(conn: Connection) -> list[str]:
-    if conn.dialect.name != "postgresql":
-        return [sa.inspect(conn).default_schema_name or ""]
-    return [str(s) for s in conn.execute(sa.text("SELECT unnest(current_schemas(false))")).scalars()]
-
-
-def _pg_date_ranges(conn: Connection, schema: str) -> dict[tuple[str, str], tuple[str, str]]:
-    """(table, column) -> (lowest, highest) value of date/time columns, from pg_stats (no scan): the
-    histogram bounds and most common values of ANALYZE's sample, exact for tables under ~30,000 rows.
-    The model then knows which years the data cover ("last year" on a 2019 dataset)."""
-    if conn.dialect.name != "postgresql":
-        return {}
-    rows = conn.execute(
-        sa.text(
-            "SELECT s.tablename, s.attname, s.histogram_bounds::text, s.most_common_vals::text FROM pg_stats s "
-            "JOIN pg_attribute a ON a.attname = s.attname JOIN pg_class c ON c.oid = a.attrelid "
-            "AND c.relname = s.tablename JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schemaname "
-            "WHERE s.schemaname = :schema AND a.atttypid IN ('date'::regtype, 'timestamp'::regtype, "
-            "'timestamptz'::regtype)"
-        ),
-        {"schema": schema},
-    ).all()
-    out: dict[tuple[str, str], tuple[str, str]] = {}
-    for table, column, bounds, common in rows:
-        values = [v.strip().strip('"') for text in (bounds, common) if text for v in text.strip("{}").split(",")]
-        values = [v for v in values if v and v.upper() != "NULL"]
-        if values:
-            out[(str(table), str(column))] = (min(values)[:10], max(values)[:10])
-    return out
-
-
 def _qualified(schema: str, table: str, search_path: list[str], clashes: set[str]) -> str:
     """The name a query must use: bare for a table on the search path whose name no other ingested
     schema also has, else `schema.table`."""
@@ -233,7 +145,7 @@ def read_schema(
             conn.execute(sa.text("SET TRANSACTION READ ONLY"))
         inspector = sa.inspect(conn)
         schemas = readable_schemas(conn) if schema is None else [schema] if isinstance(schema, str) else list(schema)
-        search_path = _search_path(conn)
+        search_path = search_path_of(conn)
         listed: dict[str, list[tuple[str, str]]] = {}
         for name_space in schemas:
             tables = [(name, "table") for name in inspector.get_table_names(schema=name_space)]
@@ -268,13 +180,16 @@ def _read_one_schema(
     date_ranges: bool,
     qualify: Callable[[str, str], str],
 ) -> list[TableInfo]:
-    estimates = _row_estimates(conn, schema)
-    common = _pg_common_values(conn, schema) if samples else {}
-    ranges = _pg_date_ranges(conn, schema) if date_ranges else {}
+    estimates = row_estimates(conn, schema)
+    common = pg_common_values(conn, schema) if samples else {}
+    ranges = pg_date_ranges(conn, schema) if date_ranges else {}
     fks_by_table = {name: inspector.get_foreign_keys(name, schema=schema) for name, _ in tables}
 
+    default = inspector.default_schema_name or "public"
+
     def target(fk: Mapping[str, Any]) -> str:
-        return qualify(fk.get("referred_schema") or schema, fk["referred_table"])
+        # SQLAlchemy leaves referred_schema empty for a table the search path reaches (the default schema).
+        return qualify(fk.get("referred_schema") or default, fk["referred_table"])
 
     referenced: dict[str, list[tuple[str, str, str]]] = {}
     for name, fks in fks_by_table.items():
@@ -304,7 +219,7 @@ def _read_one_schema(
             if samples and isinstance(col["type"], _TEXT_TYPES) and col_name not in pk:
                 values = common.get((name, col_name), [])
                 if not values and (name, col_name) not in common and kind == "table":
-                    values = _sample_values(conn, schema, name, col_name, sample_rows)
+                    values = sample_values(conn, schema, name, col_name, sample_rows)
             columns.append(
                 ColumnInfo(
                     name=col_name,

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from difflib import SequenceMatcher
 from typing import Any, Literal
 
 from rag_bot.analytics.narration import narrate_result, template_answer
@@ -30,7 +31,14 @@ from rag_bot.analytics.sql_generation import (
     repair_message,
 )
 from rag_bot.analytics.sql_guard import DEFAULT_MAX_ROWS, QueryRejected, ValidatedQuery, validate_sql
-from rag_bot.analytics.sql_repair import Repair, SchemaIndex, query_columns, repair_identifiers, schema_index
+from rag_bot.analytics.sql_repair import (
+    MIN_SIMILARITY,
+    Repair,
+    SchemaIndex,
+    query_columns,
+    repair_identifiers,
+    schema_index,
+)
 from rag_bot.analytics.sql_runner import SqlExecutionError, SqlResult, SqlRunner
 from rag_bot.embeddings import Embedder
 from rag_bot.llm.base import ChatMessage, LLMClient
@@ -80,6 +88,7 @@ class AnalyticsAnswer:
     tables: list[str] = field(default_factory=list)  # tables shown to the LLM
     attempts: list[str] = field(default_factory=list)  # every SQL the LLM wrote, in order
     repairs: list[str] = field(default_factory=list)  # deterministic identifier fixes applied
+    warning: str | None = None  # "empty": the result had no rows (shown as doubt, not as a fact)
 
 
 _CLARIFY = {
@@ -97,6 +106,12 @@ _CLARIFY = {
 _MISSING = {
     "en": "The database has no {name} to answer this with, so I did not guess. It holds: {tables}.",
     "ru": "В базе нет данных «{name}» для ответа, поэтому я не стал угадывать. В ней есть: {tables}.",
+}
+_EMPTY = {
+    "en": "The query ran but returned no rows. That can mean there are no such records, or that its filters "
+    "(names, codes, dates) do not match how the data are stored: please check the query below.",
+    "ru": "Запрос выполнился, но не вернул ни одной строки. Это может значить, что таких записей нет, или что "
+    "его условия (названия, коды, даты) не совпадают с тем, как хранятся данные: проверьте запрос ниже.",
 }
 _MISSING_NAME = re.compile(r'(?:column|relation) "?([\w.]+)"? does not exist')
 _FAILED = {
@@ -320,7 +335,7 @@ def answer_analytics(
 
     if outcome.result is None:
         missing = _missing_data(outcome)
-        if missing:
+        if missing and not _named_in_schema(missing, index):
             # Every repair still asked for a column or table the database does not have: the data is
             # not there (Defog's idk questions, "impact factor of journals"). Say so and say what is.
             return finish("clarify", _MISSING[lang].format(name=missing, tables=tables), outcome)
@@ -336,7 +351,12 @@ def answer_analytics(
     t = time.perf_counter()
     truncated = result.truncated or (outcome.query is not None and outcome.query.limit_added
                                      and result.row_count >= outcome.query.limit)
-    if opts.narrate:
+    if result.row_count == 0:
+        # No rows is not proof that no such records exist: the filters may not match how the data
+        # are stored. Say what happened and show the query, never "no matching records" as a fact.
+        text = _EMPTY[lang]
+        answer.warning = "empty"
+    elif opts.narrate:
         text, checked = narrate_result(question, result.columns, result.rows, llm=llm, language=lang,
                                        truncated=truncated)
         answer.narrative_checked = checked
@@ -348,6 +368,13 @@ def answer_analytics(
 
 def _normal(sql: str | None) -> str:
     return " ".join((sql or "").split()).rstrip(";").lower()
+
+
+def _named_in_schema(name: str, index: SchemaIndex) -> bool:
+    """Whether a name the query lacked is (nearly) a real table or column: then the query was wrong,
+    not the data missing, and the user must not be told the data are not there."""
+    names = {index.bare(t) for t in index.tables} | {c for cols in index.tables.values() for c in cols}
+    return any(SequenceMatcher(None, name.lower(), n).ratio() >= MIN_SIMILARITY for n in names)
 
 
 def _missing_data(outcome: _Outcome) -> str | None:
