@@ -88,3 +88,11 @@ def test_repair_reports_what_it_cannot_place_with_the_real_candidates() -> None:
     fixed = repair_identifiers("SELECT o.impact_factor FROM orders o", DEMO)
     assert fixed.unresolved == ["column o.impact_factor"]
     assert "order_date" in fixed.candidates["orders"]
+
+
+def test_a_column_of_a_table_the_query_did_not_join_is_pointed_out_for_the_repair_turn() -> None:
+    from rag_bot.analytics.sql_repair import where_columns_live
+
+    fixed = repair_identifiers("SELECT o.name FROM orders o", DEMO)
+    assert fixed.unresolved == ["column o.name"]  # not guessed: no orders column is like it
+    assert where_columns_live(["o.name"], DEMO) == {"name": ["customers"]}

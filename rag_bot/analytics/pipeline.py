@@ -38,6 +38,7 @@ from rag_bot.analytics.sql_repair import (
     query_columns,
     repair_identifiers,
     schema_index,
+    where_columns_live,
 )
 from rag_bot.analytics.sql_runner import SqlExecutionError, SqlResult, SqlRunner
 from rag_bot.embeddings import Embedder
@@ -321,9 +322,12 @@ def answer_analytics(
         repairs += 1
         answer.retries += 1
         tried.add(_normal(sql))
+        problem = outcome.problem or "no query was written"
+        missing = _MISSING_NAME.findall(problem)
+        for name, tables_with_it in where_columns_live(missing, index).items():
+            problem += f"\n{name} is a column of: {', '.join(tables_with_it)} (join that table)."
         conversation += [ChatMessage("assistant", sql or "(no query)"),
-                         repair_message(sql, outcome.problem or "no query was written", allowed.tables,
-                                        columns=query_columns(sql, index))]
+                         repair_message(sql, problem, allowed.tables, columns=query_columns(sql, index))]
         status, sql = generate(conversation, gate=False)
         if _normal(sql) in tried:
             # Greedy decoding repeats itself after an error; sample for a different query, and never

@@ -309,6 +309,19 @@ def schema_index(tables: Sequence[tuple[str, str, Sequence[tuple[str, str]], Seq
     return SchemaIndex(columns, fks, schemas)
 
 
+def where_columns_live(names: Iterable[str], index: SchemaIndex, limit: int = 3) -> dict[str, list[str]]:
+    """For column names a query could not place: the tables anywhere in the schema that have them
+    (exactly, or nearly), so the repair turn can join the right table instead of guessing again."""
+    out: dict[str, list[str]] = {}
+    for name in names:
+        bare = name.rsplit(".", 1)[-1].lower()
+        exact = [t for t, cols in index.tables.items() if bare in cols]
+        near = [t for t, cols in index.tables.items() if _nearest(bare, cols)[1] >= MIN_SIMILARITY]
+        if exact or near:
+            out[bare] = (exact or near)[:limit]
+    return out
+
+
 def query_columns(sql: str, index: SchemaIndex, limit: int = 4) -> dict[str, list[str]]:
     """The real columns of the tables a query reads (at most `limit` tables), for the LLM's repair turn."""
     try:

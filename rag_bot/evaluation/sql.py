@@ -406,15 +406,17 @@ def _ask(system: str, item: EvalItem, flags: dict[str, Any], llm: Any, store: An
         )
         status, rows, sql_text, error = answer.status, answer.rows, answer.sql, answer.error_kind
         rule, retries, attempts, timings = answer.rejection_rule, answer.retries, answer.attempts, answer.timings
+        repairs = answer.repairs
     except Exception as exc:  # noqa: BLE001 - one question must not stop the run
         logger.exception("question %s failed", item.id)
         status, rows, sql_text, error, rule, retries, attempts, timings = "error", None, None, repr(exc), None, 0, [], {}
+        repairs = []
     seconds = time.perf_counter() - t0
     correct, _ = score(item, status, rows, admin_db)
     return ItemResult(id=item.id, database=item.database, category=item.category, question=item.question,
                       status=status, correct=correct, sql=sql_text, gold=item.gold, error=error,
                       rejection_rule=rule, retries=retries, seconds=round(seconds, 2), system=system,
-                      attempts=attempts, timings=timings, language=item.language)
+                      attempts=attempts, timings=timings, language=item.language, repairs=repairs)
 
 
 @click.command("sql-split")

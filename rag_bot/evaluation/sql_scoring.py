@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from rag_bot.evaluation.common import percentile
+
 if TYPE_CHECKING:
     from rag_bot.evaluation.sql_items import EvalItem
 
@@ -140,6 +142,7 @@ class ItemResult:
     attempts: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # per stage, from AnalyticsAnswer.timings
     language: str = "en"
+    repairs: list[str] = field(default_factory=list)  # deterministic identifier fixes applied
 
 
 def score(
@@ -186,8 +189,8 @@ def summarise(results: Sequence[ItemResult]) -> dict[str, Any]:
             out["idk_accuracy"] = round(sum(r.correct for r in unanswerable) / len(unanswerable), 3)
             out["n_idk"] = len(unanswerable)
         out["mean_seconds"] = round(sum(r.seconds for r in rs) / max(n, 1), 1)
-        out["p50_seconds"] = percentile([r.seconds for r in rs], 50)
-        out["p95_seconds"] = percentile([r.seconds for r in rs], 95)
+        out["p50_seconds"] = round(percentile([r.seconds for r in rs], 50), 2)
+        out["p95_seconds"] = round(percentile([r.seconds for r in rs], 95), 2)
         return out
 
     def groups(key: str) -> dict[str, dict[str, Any]]:
@@ -202,46 +205,8 @@ def summarise(results: Sequence[ItemResult]) -> dict[str, Any]:
         "per_category": groups("category"),
         "per_database": groups("database"),
         "per_language": groups("language"),
-        "stage_p50_seconds": {k: percentile([r.timings[k] for r in results if k in r.timings], 50) for k in stages},
-        "stage_p95_seconds": {k: percentile([r.timings[k] for r in results if k in r.timings], 95) for k in stages},
+        "stage_p50_seconds": {k: round(percentile([r.timings[k] for r in results if k in r.timings], 50), 3)
+                              for k in stages},
+        "stage_p95_seconds": {k: round(percentile([r.timings[k] for r in results if k in r.timings], 95), 3)
+                              for k in stages},
     }
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (nearest rank), 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return round(ordered[rank - 1], 2)
-
-
-def render_table(summaries: dict[str, dict[str, Any]]) -> str:
-    systems = list(summaries)
-    cats = sorted({c for s in summaries.values() for c in s["per_category"]})
-    header = f"{'category':<18}" + "".join(f"{name:>26}" for name in systems)
-    lines = [header, "-" * len(header), "(accuracy, fail = did not run, nt = told 'not there'/clarify on answerable)"]
-
-    def cell(b: dict[str, Any] | None) -> str:
-        if not b:
-            return f"{'-':>26}"
-        if "accuracy" in b:
-            failed = b["error_rate"] + b["rejection_rate"]
-            text = f"{b['accuracy']:.0%} fail {failed:.0%} nt {b['false_clarify_rate']:.0%} n={b['n_answerable']}"
-        else:
-            text = f"idk {b['idk_accuracy']:.0%} n={b['n_idk']}"
-        return f"{text:>26}"
-
-    for cat in cats:
-        lines.append(f"{cat:<18}" + "".join(cell(summaries[s]["per_category"].get(cat)) for s in systems))
-    lines.append("-" * len(header))
-    for group in ("per_database", "per_language"):
-        keys = sorted({k for s in summaries.values() for k in s.get(group, {})})
-        for key in keys if len(keys) > 1 else []:
-            lines.append(f"{key:<18}" + "".join(cell(summaries[s].get(group, {}).get(key)) for s in systems))
-    lines.append("-" * len(header))
-    lines.append(f"{'overall':<18}" + "".join(cell(summaries[s]["overall"]) for s in systems))
-    for s in systems:
-        o = summaries[s]["overall"]
-        lines.append(f"{s}: " + ", ".join(f"{k}={v}" for k, v in o.items()))
-    return "\n".join(lines)
