@@ -22,7 +22,7 @@ from rag_bot.analytics.sql_runner import PostgresSqlRunner
 from rag_bot.demo import DemoLoadReport
 from rag_bot.embeddings import Embedder
 from rag_bot.evaluation.sql import DEMO_TABLE_DOMAINS
-from rag_bot.evaluation.sql_items import apply_split, load_jsonl, select_items, split_path
+from rag_bot.evaluation.sql_items import EvalItem, apply_split, load_jsonl, select_items, split_path
 from rag_bot.evaluation.sql_scoring import score
 from rag_bot.llm.openai_compat import OpenAICompatClient
 
@@ -33,10 +33,11 @@ GATE_MINIMUM = 4  # correct of 10
 GATE_MEASURED = "6/10 with the 1.5B model on 2026-12-07 (bench/results/sql_eval_report_cold.json subset)"
 
 
-def gate_items() -> list:
-    """10 answerable questions of the report part, balanced over languages and categories."""
+def gate_items() -> list[EvalItem]:
+    """The first 10 answerable questions of the report part in `rag-bot eval sql --split report --limit N`
+    order (balanced over languages and categories), so an eval run scores exactly the gate's questions."""
     report = apply_split(load_jsonl(SET), "report", split_path(SET, REPO / "knowledge_base/eval/splits"))
-    return select_items([i for i in report if i.gold is not None], None, GATE_QUESTIONS)
+    return [i for i in select_items(report, None, len(report) - 1) if i.gold is not None][:GATE_QUESTIONS]
 
 
 def test_gate_questions_are_fixed_report_questions_in_both_languages() -> None:

@@ -210,3 +210,34 @@ def summarise(results: Sequence[ItemResult]) -> dict[str, Any]:
         "stage_p95_seconds": {k: round(percentile([r.timings[k] for r in results if k in r.timings], 95), 3)
                               for k in stages},
     }
+
+
+def render_table(summaries: dict[str, dict[str, Any]]) -> str:
+    systems = list(summaries)
+    cats = sorted({c for s in summaries.values() for c in s["per_category"]})
+    header = f"{'category':<18}" + "".join(f"{name:>26}" for name in systems)
+    lines = [header, "-" * len(header), "(accuracy, fail = did not run, nt = told 'not there'/clarify on answerable)"]
+
+    def cell(b: dict[str, Any] | None) -> str:
+        if not b:
+            return f"{'-':>26}"
+        if "accuracy" in b:
+            failed = b["error_rate"] + b["rejection_rate"]
+            text = f"{b['accuracy']:.0%} fail {failed:.0%} nt {b['false_clarify_rate']:.0%} n={b['n_answerable']}"
+        else:
+            text = f"idk {b['idk_accuracy']:.0%} n={b['n_idk']}"
+        return f"{text:>26}"
+
+    for cat in cats:
+        lines.append(f"{cat:<18}" + "".join(cell(summaries[s]["per_category"].get(cat)) for s in systems))
+    lines.append("-" * len(header))
+    for group in ("per_database", "per_language"):
+        keys = sorted({k for s in summaries.values() for k in s.get(group, {})})
+        for key in keys if len(keys) > 1 else []:
+            lines.append(f"{key:<18}" + "".join(cell(summaries[s].get(group, {}).get(key)) for s in systems))
+    lines.append("-" * len(header))
+    lines.append(f"{'overall':<18}" + "".join(cell(summaries[s]["overall"]) for s in systems))
+    for s in systems:
+        o = summaries[s]["overall"]
+        lines.append(f"{s}: " + ", ".join(f"{k}={v}" for k, v in o.items()))
+    return "\n".join(lines)
