@@ -310,15 +310,21 @@ def sql(**flags: Any) -> None:
 
         from tqdm import tqdm
 
-        items.sort(key=lambda i: i.database)  # questions on one database share the prompt's schema prefix
-        # One pass per system, so each system's prompts follow each other and get the server's prefix
-        # cache for their own fixed schema text.
-        for system in systems:
-            done = {r.id for r in results[system]}
-            for item in tqdm([i for i in items if i.id not in done], desc=f"eval sql: {system}", unit="q"):
-                results[system].append(_ask(system, item, flags, llm, store, embedder, options, runners,
-                                            admin_urls, reader_urls))
-                save()
+        # Database by database, and within one database one system after the other: each system's
+        # prompts then follow each other and reuse the server's prefix cache for their own schema text,
+        # and a run stopped early still has every system on the same databases.
+        progress = tqdm(total=len(items) * len(systems), desc="eval sql", unit="q")
+        for database in sorted({i.database for i in items}):
+            for system in systems:
+                done = {r.id for r in results[system]}
+                for item in [i for i in items if i.database == database]:
+                    if item.id not in done:
+                        progress.set_postfix_str(f"{system} {database}")
+                        results[system].append(_ask(system, item, flags, llm, store, embedder, options, runners,
+                                                    admin_urls, reader_urls))
+                        save()
+                    progress.update()
+        progress.close()
         summaries = save()
         click.echo(render_table(summaries))
         click.echo(f"wrote {output}")
