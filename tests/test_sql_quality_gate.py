@@ -2,9 +2,10 @@
 (no solved examples), scored with `rag-bot eval sql`'s rules. Unlike the `quality` tests this one runs in
 `scripts/test.sh`: a change that breaks the analytics path for real fails CI, not only a benchmark.
 
-The minimum is set below what the same questions scored when measured (see GATE_MEASURED), so CPU
-contention or a one-question wobble does not fail CI, while losing the grounding (schema, identifier
-repair, dates) does.
+GATE_MINIMUM is NOT yet calibrated: the measurement run of 2026-12-07 (bench/results/
+sql_eval_report_cold.json) did not reach the demo questions on the shared CPU. Calibrate it from
+`rag-bot eval sql --jsonl knowledge_base/eval/sql_qa.jsonl --split report --limit 14` (the gate's 10
+questions are the first answerable ones of that order) and set it a little below the measured count.
 """
 
 # ruff: noqa: F811  (pytest fixtures imported by name from analytics_fixtures)
@@ -29,8 +30,8 @@ from rag_bot.llm.openai_compat import OpenAICompatClient
 REPO = Path(__file__).resolve().parent.parent
 SET = REPO / "knowledge_base/eval/sql_qa.jsonl"
 GATE_QUESTIONS = 10
-GATE_MINIMUM = 4  # correct of 10
-GATE_MEASURED = "6/10 with the 1.5B model on 2026-12-07 (bench/results/sql_eval_report_cold.json subset)"
+GATE_MINIMUM = 3  # correct of 10; a first guess, see the module docstring
+GATE_MEASURED = "not measured yet (the 2026-12-07 run stopped before the demo questions)"
 
 
 def gate_items() -> list[EvalItem]:
