@@ -14,7 +14,7 @@ from typing import Any
 
 from rag_bot.evaluation.common import format_table, percentile
 
-STAGES = ("retrieve", "generate", "guard", "execute", "total")
+STAGES = ("retrieve", "generate", "repair", "guard", "execute", "narrate", "total")
 
 
 def _set_of(item: dict[str, Any]) -> str:
@@ -48,6 +48,18 @@ def report(payload: dict[str, Any]) -> str:
     lines += ["## Execution accuracy (idk: share answered with a clarification)", "",
               format_table(["set", *systems], rows), ""]
 
+    rows = []
+    for system, items in systems.items():
+        answerable = [i for i in items if i["gold"] is not None]
+        n = max(len(answerable), 1)
+        seconds = [float(i["seconds"]) for i in items]
+        rows.append([system, _accuracy(answerable),
+                     f"{sum(i['status'] in ('error', 'rejected') for i in answerable) / n:.1%}",
+                     f"{sum(i['status'] == 'clarify' for i in answerable) / n:.1%}",
+                     f"{percentile(seconds, 50):.1f}", f"{percentile(seconds, 95):.1f}"])
+    lines += ["## Answerable questions: accuracy, fails to run, told \"not there\" (clarify), latency", "",
+              format_table(["system", "accuracy", "fails to run", "false not there", "p50 s", "p95 s"], rows), ""]
+
     by_cat: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for system, items in systems.items():
         for item in items:
@@ -65,7 +77,9 @@ def report(payload: dict[str, Any]) -> str:
               f"- answerable questions that needed a retry: {len(retried)}/{len(answerable)}"
               f" ({len(retried) / max(len(answerable), 1):.0%}); correct after the retry: {len(rescued)}",
               f"- final statuses: {dict(sorted(statuses.items()))}",
-              f"- guard rejections of the model's SQL: {sum(i['status'] == 'rejected' for i in ours)}", ""]
+              f"- guard rejections of the model's SQL: {sum(i['status'] == 'rejected' for i in ours)}",
+              f"- questions whose SQL the identifier repair changed: {sum(bool(i.get('repairs')) for i in ours)}"
+              f" (correct: {sum(bool(i.get('repairs')) and i['correct'] for i in ours)})", ""]
 
     rows = []
     for stage in STAGES:

@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,14 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ingest.db_catalog import (
+    pg_common_values,
+    pg_date_ranges,
+    readable_schemas,
+    row_estimates,
+    sample_values,
+    search_path_of,
+)
 from rag_bot.embeddings import Embedder
 from rag_bot.errors import IngestError
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
@@ -35,7 +43,6 @@ from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 logger = logging.getLogger(__name__)
 
 SCHEMA_KIND = "schema"
-MAX_SAMPLE_VALUES = 12
 _TEXT_TYPES = (sa.String, sa.Text, sa.Enum)
 
 
@@ -64,6 +71,7 @@ class ColumnInfo:
     comment: str = ""
     references: str = ""  # "table.column"
     values: tuple[str, ...] = ()
+    range: tuple[str, str] | None = None  # (lowest, highest) stored value of a date/time column
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class TableInfo:
     foreign_keys: tuple[tuple[str, str, str], ...]  # (column, ref_table, ref_column)
     referenced_by: tuple[tuple[str, str, str], ...]  # (table, column, own column)
     rows_estimate: int | None
+    schema: str = "public"  # the database schema; `name` is qualified with it when the database needs that
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -108,60 +117,26 @@ def _normalise_descriptions(descriptions: Mapping[str, Any] | None) -> dict[str,
     return out
 
 
-def _row_estimates(conn: Connection, schema: str) -> dict[str, int]:
-    if conn.dialect.name != "postgresql":
-        return {}
-    rows = conn.execute(
-        sa.text(
-            "SELECT c.relname, c.reltuples::bigint FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'm')"
-        ),
-        {"schema": schema},
-    ).all()
-    return {str(name): int(n) for name, n in rows if n is not None and n >= 0}
-
-
-def _pg_common_values(conn: Connection, schema: str) -> dict[tuple[str, str], list[str]]:
-    """(table, column) -> most common values, for columns whose statistics say they are few."""
-    if conn.dialect.name != "postgresql":
-        return {}
-    rows = conn.execute(
-        sa.text(
-            "SELECT tablename, attname, n_distinct, most_common_vals::text::text[] FROM pg_stats "
-            "WHERE schemaname = :schema"
-        ),
-        {"schema": schema},
-    ).all()
-    out: dict[tuple[str, str], list[str]] = {}
-    for table, column, n_distinct, values in rows:
-        # Present but empty: statistics say the column has many values, so it is not sampled.
-        few = values and 0 < float(n_distinct or 0) <= MAX_SAMPLE_VALUES
-        out[(str(table), str(column))] = [str(v) for v in values] if few else []
-    return out
-
-
-def _sample_values(conn: Connection, schema: str, table: str, column: str, sample_rows: int) -> list[str]:
-    """Distinct values among at most `sample_rows` rows; empty when the column looks high-cardinality."""
-    preparer = conn.dialect.identifier_preparer
-    source = f"{preparer.quote_schema(schema)}.{preparer.quote(table)}"
-    col = preparer.quote(column)
-    query = sa.text(
-        f"SELECT DISTINCT v FROM (SELECT {col} AS v FROM {source} WHERE {col} IS NOT NULL "
-        f"LIMIT {int(sample_rows)}) s LIMIT {MAX_SAMPLE_VALUES + 1}"
-    )
-    values = [str(r[0]) for r in conn.execute(query).all()]
-    return sorted(values) if len(values) <= MAX_SAMPLE_VALUES else []
+def _qualified(schema: str, table: str, search_path: list[str], clashes: set[str]) -> str:
+    """The name a query must use: bare for a table on the search path whose name no other ingested
+    schema also has, else `schema.table`."""
+    return table if schema in search_path and table not in clashes else f"{schema}.{table}"
 
 
 def read_schema(
     engine: Engine,
     *,
-    schema: str = "public",
+    schema: str | Sequence[str] | None = None,
     samples: bool = True,
     descriptions: Mapping[str, Any] | None = None,
     sample_rows: int = 1000,
+    date_ranges: bool = True,
 ) -> list[TableInfo]:
-    """Everything the prompt needs about each table and view, read in one READ ONLY transaction."""
+    """Everything the prompt needs about each table and view, read in one READ ONLY transaction.
+
+    `schema` None reads every schema the role may read (`readable_schemas`); a name or a list narrows
+    it. Table names come back qualified (`consumer_div.customers`) unless the search path reaches them.
+    """
     described = _normalise_descriptions(descriptions)
     with warnings.catch_warnings(), engine.connect() as conn:
         # Extension types (vector, PostGIS...) are unknown to SQLAlchemy; it warns and reports NullType.
@@ -169,64 +144,106 @@ def read_schema(
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SET TRANSACTION READ ONLY"))
         inspector = sa.inspect(conn)
-        tables = [(name, "table") for name in inspector.get_table_names(schema=schema)]
-        tables += [(name, "view") for name in inspector.get_view_names(schema=schema)]
-        estimates = _row_estimates(conn, schema)
-        common = _pg_common_values(conn, schema) if samples else {}
-        fks_by_table = {name: inspector.get_foreign_keys(name, schema=schema) for name, _ in tables}
-        referenced: dict[str, list[tuple[str, str, str]]] = {}
-        for name, fks in fks_by_table.items():
-            for fk in fks:
-                for own, ref in zip(fk["constrained_columns"], fk["referred_columns"], strict=False):
-                    referenced.setdefault(fk["referred_table"], []).append((name, own, ref))
-        result = []
-        for name, kind in sorted(tables):
-            columns_raw = inspector.get_columns(name, schema=schema)
-            pk = set(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or [])
-            try:
-                comment = inspector.get_table_comment(name, schema=schema).get("text") or ""
-            except NotImplementedError:
-                comment = ""
-            fk_map: dict[str, str] = {}
-            fks: list[tuple[str, str, str]] = []
-            for fk in fks_by_table[name]:
-                for own, ref in zip(fk["constrained_columns"], fk["referred_columns"], strict=False):
-                    fk_map[own] = f"{fk['referred_table']}.{ref}"
-                    fks.append((own, fk["referred_table"], ref))
-            table_desc = described.get(name.lower(), {})
-            columns = []
-            for col in columns_raw:
-                col_name = str(col["name"])
-                values: list[str] = []
-                if samples and isinstance(col["type"], _TEXT_TYPES) and col_name not in pk:
-                    values = common.get((name, col_name), [])
-                    if not values and (name, col_name) not in common and kind == "table":
-                        values = _sample_values(conn, schema, name, col_name, sample_rows)
-                columns.append(
-                    ColumnInfo(
-                        name=col_name,
-                        type=str(col["type"]).lower(),
-                        nullable=bool(col.get("nullable", True)),
-                        primary_key=col_name in pk,
-                        comment=str(col.get("comment") or table_desc.get(col_name.lower(), "") or ""),
-                        references=fk_map.get(col_name, ""),
-                        values=tuple(values),
-                    )
-                )
-            result.append(
-                TableInfo(
-                    name=name,
-                    kind=kind,
-                    comment=comment,
-                    columns=tuple(columns),
-                    foreign_keys=tuple(fks),
-                    referenced_by=tuple(sorted(referenced.get(name, []))),
-                    rows_estimate=estimates.get(name),
-                )
-            )
+        schemas = readable_schemas(conn) if schema is None else [schema] if isinstance(schema, str) else list(schema)
+        search_path = search_path_of(conn)
+        listed: dict[str, list[tuple[str, str]]] = {}
+        for name_space in schemas:
+            tables = [(name, "table") for name in inspector.get_table_names(schema=name_space)]
+            tables += [(name, "view") for name in inspector.get_view_names(schema=name_space)]
+            listed[name_space] = tables
+        seen: dict[str, int] = {}
+        for tables in listed.values():
+            for name, _ in tables:
+                seen[name] = seen.get(name, 0) + 1
+        clashes = {name for name, n in seen.items() if n > 1}
+        result: list[TableInfo] = []
+        def qualify(sch: str, table: str) -> str:
+            return _qualified(sch, table, search_path, clashes)
+
+        for name_space in schemas:
+            result += _read_one_schema(conn, inspector, name_space, listed[name_space], described, samples,
+                                       sample_rows, date_ranges, qualify)
         conn.rollback()
     if not any(table.foreign_keys for table in result):
         result = infer_references(result)
+    return result
+
+
+def _read_one_schema(
+    conn: Connection,
+    inspector: Any,
+    schema: str,
+    tables: list[tuple[str, str]],
+    described: dict[str, dict[str, str]],
+    samples: bool,
+    sample_rows: int,
+    date_ranges: bool,
+    qualify: Callable[[str, str], str],
+) -> list[TableInfo]:
+    estimates = row_estimates(conn, schema)
+    common = pg_common_values(conn, schema) if samples else {}
+    ranges = pg_date_ranges(conn, schema) if date_ranges else {}
+    fks_by_table = {name: inspector.get_foreign_keys(name, schema=schema) for name, _ in tables}
+
+    default = inspector.default_schema_name or "public"
+
+    def target(fk: Mapping[str, Any]) -> str:
+        # SQLAlchemy leaves referred_schema empty for a table the search path reaches (the default schema).
+        return qualify(fk.get("referred_schema") or default, fk["referred_table"])
+
+    referenced: dict[str, list[tuple[str, str, str]]] = {}
+    for name, fks in fks_by_table.items():
+        for fk in fks:
+            for own, ref in zip(fk["constrained_columns"], fk["referred_columns"], strict=False):
+                referenced.setdefault(target(fk), []).append((qualify(schema, name), own, ref))
+    result = []
+    for name, kind in sorted(tables):
+        qualified = qualify(schema, name)
+        columns_raw = inspector.get_columns(name, schema=schema)
+        pk = set(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or [])
+        try:
+            comment = inspector.get_table_comment(name, schema=schema).get("text") or ""
+        except NotImplementedError:
+            comment = ""
+        fk_map: dict[str, str] = {}
+        fks: list[tuple[str, str, str]] = []
+        for fk in fks_by_table[name]:
+            for own, ref in zip(fk["constrained_columns"], fk["referred_columns"], strict=False):
+                fk_map[own] = f"{target(fk)}.{ref}"
+                fks.append((own, target(fk), ref))
+        table_desc = described.get(name.lower(), {})
+        columns = []
+        for col in columns_raw:
+            col_name = str(col["name"])
+            values: list[str] = []
+            if samples and isinstance(col["type"], _TEXT_TYPES) and col_name not in pk:
+                values = common.get((name, col_name), [])
+                if not values and (name, col_name) not in common and kind == "table":
+                    values = sample_values(conn, schema, name, col_name, sample_rows)
+            columns.append(
+                ColumnInfo(
+                    name=col_name,
+                    type=str(col["type"]).lower(),
+                    nullable=bool(col.get("nullable", True)),
+                    primary_key=col_name in pk,
+                    comment=str(col.get("comment") or table_desc.get(col_name.lower(), "") or ""),
+                    references=fk_map.get(col_name, ""),
+                    values=tuple(values),
+                    range=ranges.get((name, col_name)),
+                )
+            )
+        result.append(
+            TableInfo(
+                name=qualified,
+                kind=kind,
+                comment=comment,
+                columns=tuple(columns),
+                foreign_keys=tuple(fks),
+                referenced_by=tuple(sorted(referenced.get(qualified, []))),
+                rows_estimate=estimates.get(name),
+                schema=schema,
+            )
+        )
     return result
 
 
@@ -244,7 +261,7 @@ def _key_owner(column: str, tables: list[TableInfo]) -> TableInfo | None:
         names = [c.name.lower() for c in table.columns]
         if key not in names or table.kind != "table" or all(_is_key_name(n) for n in names):
             continue
-        name = table.name.lower()
+        name = table.name.rsplit(".", 1)[-1].lower()
         if stem and (name in (stem, stem + "s", stem + "es") or (len(stem) == 1 and name.startswith(stem))):
             candidates.append(table)
     return candidates[0] if len(candidates) == 1 else None
@@ -293,6 +310,9 @@ def _column_note(col: ColumnInfo) -> str:
         comment = ""
     if len(comment) > COMMENT_CHARS:
         comment = comment[: COMMENT_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    if col.range:
+        span = f"from {col.range[0]} to {col.range[1]}"
+        comment = f"{comment}; {span}" if comment else span
     if col.values:
         values = ", ".join(f"'{v}'" for v in col.values)
         comment = f"{comment}; values: {values}" if comment else f"values: {values}"
@@ -344,7 +364,7 @@ def sync_schema(
     store: VectorStore,
     embedder: Embedder,
     *,
-    schema: str = "public",
+    schema: str | Sequence[str] | None = None,
     domain: str | Mapping[str, str] | None = None,
     samples: bool = True,
     descriptions: Mapping[str, Any] | None = None,
@@ -352,13 +372,15 @@ def sync_schema(
     audience: str = "internal",
     prune: bool = True,
     progress: Callable[[str], None] | None = None,
+    date_ranges: bool = True,
 ) -> SchemaSyncReport:
-    """Bring the store's schema documents for one database schema in line with the database.
+    """Bring the store's schema documents for a database in line with the database.
 
     Args:
         database_url: the database to describe; use the read-only role's URL.
         store, embedder: where the table documents go.
-        schema: the database schema to read.
+        schema: the database schema(s) to read; None (the default) reads every schema the role may
+            read, and the analytics guard then allows exactly those.
         domain: one domain for every table, or table -> domain (others get "analytics"); the
             analytics path can prune the schema to the question's domain with it.
         samples: include a few values of low-cardinality text columns.
@@ -367,13 +389,16 @@ def sync_schema(
         database: label used in sources (`schema://<database>/<schema>/<table>`); defaults to the
             database name in the URL.
         audience: "internal" by default: table structure is not for the public bot.
-        prune: delete documents of tables that no longer exist.
+        prune: delete documents of tables that no longer exist (in the schemas read; with
+            `schema=None`, in the whole database).
+        date_ranges: note each date/time column's lowest and highest value (from statistics).
     """
     label = database or database_label(database_url)
     report = SchemaSyncReport(database=label)
     engine = sa.create_engine(sqlalchemy_url(database_url), poolclass=sa.pool.NullPool)
     try:
-        tables = read_schema(engine, schema=schema, samples=samples, descriptions=descriptions)
+        tables = read_schema(engine, schema=schema, samples=samples, descriptions=descriptions,
+                             date_ranges=date_ranges)
     except sa.exc.SQLAlchemyError as exc:
         raise IngestError(
             f"Could not read the schema of {label}: {str(exc).splitlines()[0]}. Check the URL and that the "
@@ -381,11 +406,15 @@ def sync_schema(
         ) from exc
     finally:
         engine.dispose()
-    prefix = f"schema://{label}/{schema}/"
-    stored = store.document_hashes(prefix, kind=SCHEMA_KIND)
+    base = f"schema://{label}/"
+    read = sorted({t.schema for t in tables} | ({schema} if isinstance(schema, str) else set(schema or ())))
+    prefixes = [base] if schema is None else [f"{base}{name}/" for name in read]
+    stored: dict[str, str] = {}
+    for prefix in prefixes:
+        stored.update(store.document_hashes(prefix, kind=SCHEMA_KIND))
     seen: set[str] = set()
     for table in tables:
-        source = prefix + table.name
+        source = f"{base}{table.schema}/{table.name.rsplit('.', 1)[-1]}"
         seen.add(source)
         if progress:
             progress(table.name)
@@ -396,9 +425,11 @@ def sync_schema(
         metadata = {
             "type": "table",
             "database": label,
-            "schema": schema,
-            "table": table.name,
+            "schema": table.schema,
+            "table": table.name,  # as queries must write it (qualified outside the search path)
+            "name": table.name.rsplit(".", 1)[-1],
             "columns": [c.name for c in table.columns],
+            "foreign_keys": [list(fk) for fk in table.foreign_keys],
             "neighbours": sorted(
                 {t for _, t, _ in table.foreign_keys} | {t for t, _, _ in table.referenced_by}
             ),

@@ -236,10 +236,11 @@ def _run_ingest(
 
 @ingest.command("schema")
 @click.argument("database_url", required=False)
-@click.option("--schema", "db_schema", default="public", show_default=True)
+@click.option("--schema", "db_schema", default=None,
+              help="Only this schema (default: every schema the read-only role may read).")
 @click.option("--domain", help="Domain for every table (default: analytics).")
 @_fail_nicely
-def ingest_schema(database_url: str | None, db_schema: str, domain: str | None) -> None:
+def ingest_schema(database_url: str | None, db_schema: str | None, domain: str | None) -> None:
     """Describe a database's tables into the store (default: the company database, read-only)."""
     from rag_bot.stack.postgres import running_postgres
 
@@ -248,7 +249,7 @@ def ingest_schema(database_url: str | None, db_schema: str, domain: str | None) 
         _run_schema_ingest(settings, database_url, db_schema, domain)
 
 
-def _run_schema_ingest(settings: Settings, database_url: str | None, db_schema: str = "public",
+def _run_schema_ingest(settings: Settings, database_url: str | None, db_schema: str | None = None,
                        domain: str | None = None) -> None:
     from ingest.db_schema import sync_schema, sync_schema_notes
     from rag_bot.embeddings import build_embedder
@@ -484,9 +485,9 @@ def _mount_evaluations() -> None:
     from rag_bot.evaluation.charts import charts
     from rag_bot.evaluation.docs import docs
     from rag_bot.evaluation.router import router
-    from rag_bot.evaluation.sql import sql
+    from rag_bot.evaluation.sql import sql, sql_split
 
-    for command in (docs, router, sql, charts):
+    for command in (docs, router, sql, sql_split, charts):
         eval_group.add_command(command)
 
 

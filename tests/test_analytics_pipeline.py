@@ -110,11 +110,13 @@ def test_a_column_that_every_repair_still_lacks_becomes_a_no_data_answer(
     schema_store: VectorStore, embedder: Embedder, sql_runner: PostgresSqlRunner
 ) -> None:
     bad = "SELECT avg(c.satisfaction_score) FROM customers c"
-    llm = FakeLLM([_sql(bad), json.dumps({"sql": bad.replace("avg", "AVG")}),
-                   json.dumps({"sql": "SELECT avg(c.nps_score) FROM customers c"})])
+    other = json.dumps({"sql": "SELECT avg(c.nps_score) FROM customers c"})
+    # The first repair repeats the failed query (differing only in case): it is re-sampled, never re-run;
+    # the second repair repeats twice, so the loop stops instead of running it again.
+    llm = FakeLLM([_sql(bad), json.dumps({"sql": bad.replace("avg", "AVG")}), other, other, other])
     answer = answer_analytics("how happy are our customers?", llm=llm, store=schema_store, embedder=embedder,
                               runner=sql_runner, language="en", today=TODAY, options=NO_EXTRAS)
-    assert answer.status == "clarify" and answer.retries == 2
+    assert answer.status == "clarify" and answer.retries == 2 and len(answer.attempts) == 5
     assert "no nps_score" in answer.text and "orders" in answer.text and "does not exist" not in answer.text
 
 

@@ -184,6 +184,16 @@ def test_gold_sql_runs_as_readonly_role_and_returns_rows(
         assert len(rows) >= 1, variant
 
 
+def test_solved_examples_pass_the_guard_and_return_rows_as_readonly_role(reader: psycopg.Connection[Any]) -> None:
+    from rag_bot.analytics.sql_guard import validate_sql
+    from rag_bot.evaluation.sql_items import load_examples
+
+    examples = load_examples(Path(__file__).resolve().parent.parent / "knowledge_base/db/examples.yaml")
+    for example in examples:
+        rows = reader.execute(validate_sql(example.sql, allowed_tables=TABLES).sql).fetchall()
+        assert len(rows) >= 1, example.question
+
+
 @pytest.mark.parametrize("item", CHART_ITEMS, ids=lambda i: i["id"])
 def test_chart_sql_returns_the_expected_points(reader: psycopg.Connection[Any], item: dict[str, Any]) -> None:
     cur = reader.execute(item["sql"])

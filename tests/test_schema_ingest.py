@@ -130,3 +130,46 @@ def test_a_schema_without_foreign_keys_gets_joins_inferred_from_key_names() -> N
     assert "aid bigint REFERENCES author(aid)" in rendered
     by_name = {t.name: t for t in infer_references(tables)}
     assert ("writes", "aid", "aid") in by_name["author"].referenced_by
+
+
+def test_sync_schema_reads_every_schema_the_role_may_read_with_names_as_queries_need_them(
+    pg_admin_url: str, store: VectorStore, embedder: Embedder
+) -> None:
+    from rag_bot.analytics.pipeline import _allowed, _index
+    from rag_bot.analytics.schema_context import scope_tables
+    from rag_bot.analytics.sql_guard import validate_sql
+    from rag_bot.analytics.sql_repair import repair_identifiers
+    from rag_bot.db import readonly_url
+
+    suffix = uuid.uuid4().hex[:8]
+    name, role = "multi_" + suffix, "reader_" + suffix
+    ensure_database(pg_admin_url, name)
+    db_url = with_database(pg_admin_url, name)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA consumer_div")
+        conn.execute("CREATE SCHEMA secret")
+        conn.execute("CREATE TABLE public.users (user_id int PRIMARY KEY, joined date)")
+        conn.execute("CREATE TABLE consumer_div.wallets (wallet_id int PRIMARY KEY, "
+                     "user_id int REFERENCES public.users(user_id), balance numeric)")
+        conn.execute("CREATE TABLE secret.salaries (x int)")
+        conn.execute("INSERT INTO users SELECT g, DATE '2020-01-01' + g FROM generate_series(1, 40) g")
+        conn.execute("ANALYZE")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        for schema in ("public", "consumer_div"):
+            conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+            conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    report = sync_schema(readonly_url(pg_admin_url, name, role), store, embedder, database="multi")
+    assert sorted(report.added) == ["consumer_div.wallets", "users"]  # secret.* is not readable: not ingested
+    wallets = _schema_texts(store)["wallets"]
+    assert "CREATE TABLE consumer_div.wallets" in wallets and "REFERENCES users(user_id)" in wallets
+    assert "from 2020-01-02 to 2020-02-10" in _schema_texts(store)["users"]  # date range from pg_stats
+    scope = scope_tables(store, None, ("internal",))
+    allowed = _allowed(scope, runner=None)  # type: ignore[arg-type]  # the store has tables: no runner needed
+    assert allowed.schemas == ["consumer_div", "public"]
+    fixed = repair_identifiers("SELECT sum(w.balance) FROM wallets w JOIN users u ON u.user_id = w.user_id",
+                               _index(scope))
+    assert "consumer_div.wallets" in fixed.sql
+    validate_sql(fixed.sql, allowed_tables=allowed.tables, allowed_schemas=allowed.schemas)
+    narrowed = sync_schema(readonly_url(pg_admin_url, name, role), store, embedder, database="multi",
+                           schema="public")
+    assert narrowed.unchanged == ["users"] and narrowed.deleted == []  # narrowing never prunes other schemas

@@ -19,10 +19,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from difflib import SequenceMatcher
 from typing import Any, Literal
 
 from rag_bot.analytics.narration import narrate_result, template_answer
-from rag_bot.analytics.schema_context import SchemaContext, retrieve_schema_context
+from rag_bot.analytics.schema_context import SchemaContext, TableDoc, retrieve_schema_context
 from rag_bot.analytics.sql_generation import (
     EMPTY_RESULT_HINT,
     build_messages,
@@ -30,6 +31,15 @@ from rag_bot.analytics.sql_generation import (
     repair_message,
 )
 from rag_bot.analytics.sql_guard import DEFAULT_MAX_ROWS, QueryRejected, ValidatedQuery, validate_sql
+from rag_bot.analytics.sql_repair import (
+    MIN_SIMILARITY,
+    Repair,
+    SchemaIndex,
+    query_columns,
+    repair_identifiers,
+    schema_index,
+    where_columns_live,
+)
 from rag_bot.analytics.sql_runner import SqlExecutionError, SqlResult, SqlRunner
 from rag_bot.embeddings import Embedder
 from rag_bot.llm.base import ChatMessage, LLMClient
@@ -54,6 +64,7 @@ class AnalyticsOptions:
     explain: bool = True  # EXPLAIN before running: errors and absurd plans caught without executing
     max_plan_cost: float = 5e7
     max_retries: int = 2  # repairs after a PostgreSQL error
+    repair_identifiers: bool = True  # fix unknown/misplaced tables, columns, join keys against the schema first
     empty_retry: bool = True  # one "check your filters" retry on an empty result
     narrate: bool = True  # LLM narrative (number-checked); False = templated sentence only
     max_tables: int = 6
@@ -77,6 +88,8 @@ class AnalyticsAnswer:
     narrative_checked: bool | None = None
     tables: list[str] = field(default_factory=list)  # tables shown to the LLM
     attempts: list[str] = field(default_factory=list)  # every SQL the LLM wrote, in order
+    repairs: list[str] = field(default_factory=list)  # deterministic identifier fixes applied
+    warning: str | None = None  # "empty": the result had no rows (shown as doubt, not as a fact)
 
 
 _CLARIFY = {
@@ -94,6 +107,12 @@ _CLARIFY = {
 _MISSING = {
     "en": "The database has no {name} to answer this with, so I did not guess. It holds: {tables}.",
     "ru": "В базе нет данных «{name}» для ответа, поэтому я не стал угадывать. В ней есть: {tables}.",
+}
+_EMPTY = {
+    "en": "The query ran but returned no rows. That can mean there are no such records, or that its filters "
+    "(names, codes, dates) do not match how the data are stored: please check the query below.",
+    "ru": "Запрос выполнился, но не вернул ни одной строки. Это может значить, что таких записей нет, или что "
+    "его условия (названия, коды, даты) не совпадают с тем, как хранятся данные: проверьте запрос ниже.",
 }
 _MISSING_NAME = re.compile(r'(?:column|relation) "?([\w.]+)"? does not exist')
 _FAILED = {
@@ -127,11 +146,32 @@ class _Outcome:
         return self.error is not None and not self.error.fixable
 
 
-def _try(sql: str, runner: SqlRunner, allowed: Sequence[str], options: AnalyticsOptions, language: str,
+@dataclass(frozen=True)
+class _Allowed:
+    """What the guard lets a query read: the ingested tables (bare names) and their schemas."""
+
+    tables: list[str]
+    schemas: list[str]
+
+
+def _allowed(scope: Sequence[TableDoc], runner: SqlRunner) -> _Allowed:
+    """The ingested tables and schemas (every schema the role may read, unless narrowed at ingest);
+    the runner's own list when the store holds no schema documents."""
+    if not scope:
+        return _Allowed(runner.table_names(), ["public"])
+    return _Allowed(sorted({t.name.rsplit(".", 1)[-1] for t in scope}), sorted({t.schema for t in scope} | {"public"}))
+
+
+def _index(scope: Sequence[TableDoc]) -> SchemaIndex:
+    return schema_index([(t.name, t.schema, [(c, "") for c in t.columns], t.foreign_keys) for t in scope])
+
+
+def _try(sql: str, runner: SqlRunner, allowed: _Allowed, options: AnalyticsOptions, language: str,
          timings: dict[str, float]) -> _Outcome:
     t = time.perf_counter()
     try:
-        query = validate_sql(sql, allowed_tables=allowed, max_rows=options.max_rows, language=language)
+        query = validate_sql(sql, allowed_tables=allowed.tables, allowed_schemas=allowed.schemas,
+                             max_rows=options.max_rows, language=language)
     except QueryRejected as exc:
         timings["guard"] = timings.get("guard", 0.0) + time.perf_counter() - t
         return _Outcome(problem=f"rejected by the SQL guard: {exc.detail}", rejection=exc)
@@ -201,7 +241,8 @@ def answer_analytics(
         example_domains=example_domains if example_domains is not None else domains,
         exclude_example=question,
     )
-    allowed = runner.table_names()
+    allowed = _allowed(context.scope, runner)
+    index = _index(context.scope)
     timings["retrieve"] = time.perf_counter() - t
     messages = build_messages(question, context, today=today or date.today(), constrained=opts.constrained,
                               gate=opts.gate, instructions=instructions, history=history)
@@ -214,7 +255,13 @@ def answer_analytics(
         gen = generate_sql(llm, msgs, constrained=opts.constrained, gate=gate, temperature=temperature)
         timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t0
         answer.attempts.append(gen.sql)
-        return gen.status, gen.sql
+        if not (opts.repair_identifiers and gen.sql and gen.status == "answerable"):
+            return gen.status, gen.sql
+        t0 = time.perf_counter()
+        fixed: Repair = repair_identifiers(gen.sql, index)
+        timings["repair"] = timings.get("repair", 0.0) + time.perf_counter() - t0
+        answer.repairs += fixed.changes
+        return gen.status, fixed.sql
 
     def finish(status: Status, text: str, outcome: _Outcome | None = None) -> AnalyticsAnswer:
         answer.status = status
@@ -255,6 +302,7 @@ def answer_analytics(
     conversation = list(messages)
     empty_retried = False
     repairs = 0
+    tried: set[str] = set()
     while True:
         if outcome.fatal:
             break
@@ -273,18 +321,25 @@ def answer_analytics(
             break
         repairs += 1
         answer.retries += 1
+        tried.add(_normal(sql))
+        problem = outcome.problem or "no query was written"
+        missing = _MISSING_NAME.findall(problem)
+        for name, tables_with_it in where_columns_live(missing, index).items():
+            problem += f"\n{name} is a column of: {', '.join(tables_with_it)} (join that table)."
         conversation += [ChatMessage("assistant", sql or "(no query)"),
-                         repair_message(sql, outcome.problem or "no query was written", allowed)]
-        previous = sql
+                         repair_message(sql, problem, allowed.tables, columns=query_columns(sql, index))]
         status, sql = generate(conversation, gate=False)
-        if " ".join(sql.split()).rstrip(";") == " ".join((previous or "").split()).rstrip(";"):
-            # Greedy decoding repeats itself after an error; sample once for a different query.
+        if _normal(sql) in tried:
+            # Greedy decoding repeats itself after an error; sample for a different query, and never
+            # send the database (or the next repair turn) a query that already failed.
             status, sql = generate(conversation, opts.sample_temperature, gate=False)
+            if _normal(sql) in tried:
+                break
         outcome = _try(sql, runner, allowed, opts, lang, timings)
 
     if outcome.result is None:
         missing = _missing_data(outcome)
-        if missing:
+        if missing and not _named_in_schema(missing, index):
             # Every repair still asked for a column or table the database does not have: the data is
             # not there (Defog's idk questions, "impact factor of journals"). Say so and say what is.
             return finish("clarify", _MISSING[lang].format(name=missing, tables=tables), outcome)
@@ -300,7 +355,12 @@ def answer_analytics(
     t = time.perf_counter()
     truncated = result.truncated or (outcome.query is not None and outcome.query.limit_added
                                      and result.row_count >= outcome.query.limit)
-    if opts.narrate:
+    if result.row_count == 0:
+        # No rows is not proof that no such records exist: the filters may not match how the data
+        # are stored. Say what happened and show the query, never "no matching records" as a fact.
+        text = _EMPTY[lang]
+        answer.warning = "empty"
+    elif opts.narrate:
         text, checked = narrate_result(question, result.columns, result.rows, llm=llm, language=lang,
                                        truncated=truncated)
         answer.narrative_checked = checked
@@ -308,6 +368,17 @@ def answer_analytics(
         text = template_answer(result.row_count, lang, truncated)
     timings["narrate"] = time.perf_counter() - t
     return finish("ok", text, outcome)
+
+
+def _normal(sql: str | None) -> str:
+    return " ".join((sql or "").split()).rstrip(";").lower()
+
+
+def _named_in_schema(name: str, index: SchemaIndex) -> bool:
+    """Whether a name the query lacked is (nearly) a real table or column: then the query was wrong,
+    not the data missing, and the user must not be told the data are not there."""
+    names = {index.bare(t) for t in index.tables} | {c for cols in index.tables.values() for c in cols}
+    return any(SequenceMatcher(None, name.lower(), n).ratio() >= MIN_SIMILARITY for n in names)
 
 
 def _missing_data(outcome: _Outcome) -> str | None:
@@ -319,7 +390,7 @@ def _missing_data(outcome: _Outcome) -> str | None:
 
 
 def _vote(first: _Outcome, messages: Sequence[ChatMessage], generate: Any, runner: SqlRunner,
-          allowed: Sequence[str], opts: AnalyticsOptions, lang: str, timings: dict[str, float]) -> _Outcome:
+          allowed: _Allowed, opts: AnalyticsOptions, lang: str, timings: dict[str, float]) -> _Outcome:
     """Sample more candidates and keep the result most of them agree on (ties: the greedy one)."""
     outcomes = [first]
     for _ in range(opts.candidates - 1):

@@ -25,10 +25,14 @@ NOTES_PREFIX = "schema-notes://"
 
 @dataclass(frozen=True)
 class TableDoc:
-    name: str
+    name: str  # as queries must write it (`orders`, `consumer_div.customers`)
     text: str
     neighbours: tuple[str, ...] = ()
     database: str = ""
+    source: str = ""
+    schema: str = "public"
+    columns: tuple[str, ...] = ()
+    foreign_keys: tuple[tuple[str, str, str], ...] = ()  # (column, referenced table, referenced column)
 
 
 @dataclass
@@ -39,6 +43,7 @@ class SchemaContext:
     notes: list[str] = field(default_factory=list)
     examples: list[tuple[str, str]] = field(default_factory=list)
     tables_in_scope: list[str] = field(default_factory=list)
+    scope: list[TableDoc] = field(default_factory=list)  # every table the question may use, shown or not
 
     @property
     def table_names(self) -> list[str]:
@@ -51,10 +56,10 @@ class SchemaContext:
         return "\n\n".join(p for p in parts if p)
 
 
-def _scope_tables(store: VectorStore, domains: Sequence[str] | None, audiences: Sequence[str]) -> list[TableDoc]:
+def scope_tables(store: VectorStore, domains: Sequence[str] | None, audiences: Sequence[str]) -> list[TableDoc]:
     """Every table document in scope (cheap: one row per table, no embeddings read)."""
     sql = (
-        "SELECT d.metadata->>'table', c.text, d.metadata->'neighbours', d.metadata->>'database' FROM documents d "
+        "SELECT d.metadata, c.text, d.source FROM documents d "
         "JOIN chunks c ON c.document_id = d.id WHERE d.kind = %s AND d.source LIKE %s "
         "AND d.audience = ANY(%s)"
     )
@@ -62,8 +67,16 @@ def _scope_tables(store: VectorStore, domains: Sequence[str] | None, audiences: 
     if domains:
         sql += " AND d.domain = ANY(%s)"
         params.append(list(domains))
-    rows = store.conn.execute(sql + " ORDER BY 1", params).fetchall()
-    return [TableDoc(str(name), str(text), tuple(neigh or ()), str(db or "")) for name, text, neigh, db in rows]
+    rows = store.conn.execute(sql + " ORDER BY d.metadata->>'table'", params).fetchall()
+    return [
+        TableDoc(
+            name=str(meta.get("table")), text=str(text), neighbours=tuple(meta.get("neighbours") or ()),
+            database=str(meta.get("database") or ""), source=str(source), schema=str(meta.get("schema") or "public"),
+            columns=tuple(meta.get("columns") or ()),
+            foreign_keys=tuple(tuple(fk) for fk in meta.get("foreign_keys") or ()),  # type: ignore[misc]
+        )
+        for meta, text, source in rows
+    ]
 
 
 def _scope_notes(store: VectorStore, databases: Sequence[str], audiences: Sequence[str]) -> list[str]:
@@ -107,9 +120,9 @@ def retrieve_schema_context(
     question's domains (with several databases in one store, the database label).
     """
     vector = embedder.embed_queries([question])[0]
-    scope = _scope_tables(store, domains, audiences)
+    scope = scope_tables(store, domains, audiences)
     by_name = {t.name: t for t in scope}
-    context = SchemaContext(tables_in_scope=sorted(by_name))
+    context = SchemaContext(tables_in_scope=sorted(by_name), scope=scope)
     databases = sorted({t.database for t in scope})
     all_notes = _scope_notes(store, databases, audiences) if notes else []
     if sum(len(n) for n in all_notes) <= notes_char_budget:
@@ -133,7 +146,8 @@ def retrieve_schema_context(
         return context
     hits = store.search(SearchQuery(text=question, embedding=vector, audiences=audiences, domains=domains,
                                     kinds=(SCHEMA_KIND,), top_k=max_tables + 4, candidates=60))
-    ranked = [h.source.rsplit("/", 1)[-1] for h in hits if h.source.startswith(TABLE_PREFIX)]
+    by_source = {t.source: t.name for t in scope}
+    ranked = [by_source[h.source] for h in hits if h.source in by_source]
     ranked = list(dict.fromkeys(n for n in ranked if n in by_name))
     used_elsewhere = _mentioned(" ".join(context.notes[:1] + [sql for _, sql in context.examples]), sorted(by_name))
     order = list(dict.fromkeys(ranked[:2] + used_elsewhere + ranked[2:max_tables]))

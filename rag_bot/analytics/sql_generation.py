@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -217,12 +217,15 @@ def generate_sql(
     return Generated(status, sql, str(value))
 
 
-def repair_message(sql: str, problem: str, tables: Sequence[str], language_hint: str = "") -> ChatMessage:
-    """The follow-up turn that asks the LLM to fix its query (self-correction)."""
+def repair_message(sql: str, problem: str, tables: Sequence[str], language_hint: str = "",
+                   columns: Mapping[str, Sequence[str]] | None = None) -> ChatMessage:
+    """The follow-up turn that asks the LLM to fix its query (self-correction), with the real column
+    names of the tables it used: a small model repairs from candidates, not from "column x does not exist"."""
+    listed = "".join(f"\nColumns of {table}: {', '.join(cols)}." for table, cols in (columns or {}).items())
     return ChatMessage(
         "user",
-        f"That query failed: {problem}\nAvailable tables: {', '.join(tables)}.\n"
-        "Write a corrected query for the same question, using only the columns listed in the schema."
+        f"That query failed: {problem}\nAvailable tables: {', '.join(tables)}.{listed}\n"
+        "Write a different, corrected query for the same question, using only these tables and columns."
         + language_hint,
     )
 

@@ -1,0 +1,73 @@
+"""CI quality gate: the real 1.5B model on 10 data questions of the demo set's REPORT part, cold start
+(no solved examples), scored with `rag-bot eval sql`'s rules. Unlike the `quality` tests this one runs in
+`scripts/test.sh`: a change that breaks the analytics path for real fails CI, not only a benchmark.
+
+GATE_MINIMUM is NOT yet calibrated: the measurement run of 2026-12-07 (bench/results/
+sql_eval_report_cold.json) did not reach the demo questions on the shared CPU. Calibrate it from
+`rag-bot eval sql --jsonl knowledge_base/eval/sql_qa.jsonl --split report --limit 14` (the gate's 10
+questions are the first answerable ones of that order) and set it a little below the measured count.
+"""
+
+# ruff: noqa: F811  (pytest fixtures imported by name from analytics_fixtures)
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from analytics_fixtures import demo_admin_url, demo_db, demo_schema_store  # noqa: F401
+
+from ingest.db_schema import sync_schema_notes
+from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
+from rag_bot.analytics.sql_runner import PostgresSqlRunner
+from rag_bot.demo.load import DemoLoadReport
+from rag_bot.embeddings import Embedder
+from rag_bot.evaluation.sql import DEMO_TABLE_DOMAINS
+from rag_bot.evaluation.sql_items import EvalItem, apply_split, load_jsonl, select_items, split_path
+from rag_bot.evaluation.sql_scoring import score
+from rag_bot.llm.openai_compat import OpenAICompatClient
+
+REPO = Path(__file__).resolve().parent.parent
+SET = REPO / "knowledge_base/eval/sql_qa.jsonl"
+GATE_QUESTIONS = 10
+GATE_MINIMUM = 3  # correct of 10; a first guess, see the module docstring
+GATE_MEASURED = "not measured yet (the 2026-12-07 run stopped before the demo questions)"
+
+
+def gate_items() -> list[EvalItem]:
+    """The first 10 answerable questions of the report part in `rag-bot eval sql --split report --limit N`
+    order (balanced over languages and categories), so an eval run scores exactly the gate's questions."""
+    report = apply_split(load_jsonl(SET), "report", split_path(SET, REPO / "knowledge_base/eval/splits"))
+    return [i for i in select_items(report, None, len(report) - 1) if i.gold is not None][:GATE_QUESTIONS]
+
+
+def test_gate_questions_are_fixed_report_questions_in_both_languages() -> None:
+    items = gate_items()
+    assert len(items) == GATE_QUESTIONS
+    assert {i.language for i in items} == {"en", "ru"}
+    tuning = apply_split(load_jsonl(SET), "tuning", split_path(SET, REPO / "knowledge_base/eval/splits"))
+    assert not {i.id for i in items} & {i.id for i in tuning}
+
+
+@pytest.mark.llm
+@pytest.mark.e2e
+def test_real_model_answers_enough_report_questions_cold(
+    llamacpp_server: str, pg_admin_url: str, demo_db: DemoLoadReport, demo_admin_url: str, embedder: Embedder,
+) -> None:
+    store = demo_schema_store(pg_admin_url, demo_db, embedder, "t_gate_", domain=DEMO_TABLE_DOMAINS)
+    sync_schema_notes(REPO / "knowledge_base/db/README.md", store, embedder, database="demo")
+    llm = OpenAICompatClient(llamacpp_server, "ci-model", temperature=0.0, max_tokens=400, timeout_s=600)
+    outcomes: list[tuple[str, str, bool]] = []
+    try:
+        with PostgresSqlRunner(demo_db.readonly_url, statement_timeout_ms=10000, row_cap=10000) as runner:
+            for item in gate_items():
+                answer = answer_analytics(item.question, llm=llm, store=store, embedder=embedder, runner=runner,
+                                          language=item.language, today=item.today,
+                                          options=AnalyticsOptions(examples=0, narrate=False, max_rows=10000))
+                correct, _ = score(item, answer.status, answer.rows, demo_admin_url)
+                outcomes.append((item.id, answer.status, correct))
+    finally:
+        store.close()
+    passed = sum(c for _, _, c in outcomes)
+    assert passed >= GATE_MINIMUM, (f"{passed}/{len(outcomes)} correct, gate {GATE_MINIMUM} "
+                                    f"(measured {GATE_MEASURED})", outcomes)
