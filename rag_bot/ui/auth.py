@@ -74,7 +74,7 @@ def password_user(settings: Settings, username: str, password: str) -> cl.User |
 def header_user(settings: Settings, headers: Mapping[str, str]) -> cl.User | None:
     """The proxy's user: only a name listed in the users file, or the operator's default profile.
 
-    The header reaches this point only from a trusted proxy (`rag_bot.http_guards.ProxyHeaderGuard`
+    The header reaches this point only from a trusted proxy (`rag_bot.serving.guards.ProxyHeaderGuard`
     drops it otherwise); when a proxy secret is configured it is checked here again, so the chat
     mounted without that guard still refuses a client's own header.
     """
