@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from rag_bot.embeddings import Embedder
+from rag_bot.language import detect_language
 from rag_bot.llm.base import ChatMessage, LLMClient
 from rag_bot.store import SearchHit, SearchQuery, VectorStore
 
@@ -68,6 +69,9 @@ class RetrievalOptions:
     text_weight: float = 0.2
     rerank_candidates: int = 20
     text_scope: Literal["all", "candidates"] = "candidates"
+    # Full text ranks only chunks in the question's language (see SearchQuery.language); measured on
+    # XQuAD dev across languages in docs/EVALUATION.md.
+    text_same_language: bool = True
 
 
 class Reranker(Protocol):
@@ -106,6 +110,7 @@ def search_chunks(
         vector_weight=opts.vector_weight,
         text_weight=opts.text_weight,
         text_scope=opts.text_scope,
+        language=detect_language(question) if opts.text_same_language else None,
     )
     hits = store.search(query)
     if reranker is not None and hits:

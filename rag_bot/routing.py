@@ -16,7 +16,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,11 +27,14 @@ from rag_bot.errors import LLMUnavailable
 from rag_bot.language import detect_language
 from rag_bot.llm.base import ChatMessage, LLMClient
 from rag_bot.profiles import DOMAIN_INTENTS, INTENTS, Described, Intent, Profile, ProfilesConfig, RouterConfig
+from rag_bot.router_examples import load_training_examples, with_examples
 
 logger = logging.getLogger(__name__)
 
 Sentiment = Literal["neutral", "negative", "angry"]
 RoutePath = Literal["fast", "slow", "followup"]
+# Query embedding -> cosine similarity of the closest document chunk the profile may read.
+Relevance = Callable[[np.ndarray], float]
 
 _NGRAM_BUCKETS = 1 << 13
 _NGRAM_WEIGHT = 0.5  # character view relative to the embedding view (both L2-normalised)
@@ -139,6 +142,41 @@ class ExampleClassifier:
         keep = [i for i, label in enumerate(self.labels) if allowed is None or label in allowed]
         probs = _softmax(logits[keep][None, :] / self.temperature)[0]
         return {self.labels[i]: float(p) for i, p in zip(keep, probs, strict=True)}
+
+
+class PrototypeClassifier:
+    """Nearest prototypes: cosine of the message embedding to each class's mean example embedding,
+    turned into probabilities by a softmax whose temperature is fitted on held-out folds."""
+
+    def __init__(self, embedder: Embedder, classes: dict[str, Described]) -> None:
+        self.labels = list(classes)
+        texts = [t for d in classes.values() for t in [*d.description.values(), *d.examples]]
+        y = np.array([i for i, d in enumerate(classes.values()) for _ in [*d.description.values(), *d.examples]])
+        vectors = _unit(embedder.embed_queries(texts))
+        self._centroids = self._centroids_of(vectors, y)
+        folds = np.arange(len(y)) % 5
+        scores = np.zeros((len(y), len(self.labels)))
+        for fold in range(5):
+            train = folds != fold
+            scores[~train] = vectors[~train] @ self._centroids_of(vectors[train], y[train]).T
+        self.temperature = min(
+            _TEMPERATURES / 100,  # cosines differ by hundredths: a much smaller temperature scale
+            key=lambda t: float(-np.mean(np.log(_softmax(scores / t)[np.arange(len(y)), y] + 1e-12))),
+        )
+
+    def _centroids_of(self, vectors: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return _unit(np.vstack([vectors[y == i].mean(axis=0) for i in range(len(self.labels))]))
+
+    def probabilities(self, embedding: np.ndarray, text: str, allowed: Sequence[str] | None = None) -> dict[str, float]:
+        """label -> calibrated probability, renormalised over `allowed` labels (all when None)."""
+        scores = self._centroids @ (embedding / max(float(np.linalg.norm(embedding)), 1e-9))
+        keep = [i for i, label in enumerate(self.labels) if allowed is None or label in allowed]
+        probs = _softmax(scores[keep][None, :] / self.temperature)[0]
+        return {self.labels[i]: float(p) for i, p in zip(keep, probs, strict=True)}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9), dtype=np.float32)
 
 
 def _char_ngrams(text: str) -> np.ndarray:
@@ -281,7 +319,8 @@ def _option_line(name: str, described: Described, language: str, examples: int =
 
 def _domain_title(described: Described, language: str) -> str:
     text = described.description.get(language) or next(iter(described.description.values()))  # type: ignore[call-overload]
-    return text.split(" - ")[0].strip().lower()
+    title = text.split(" - ")[0].strip()
+    return title if title.isupper() else title.lower()  # "IT", "ИТ" stay acronyms
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,18 +336,45 @@ class Router:
         profile: the bot profile; its domains bound the domain choice and its intents set `permitted`.
         embedder: the same embedder the store uses (its query embedding is reused by retrieval).
         llm: the slow path; None keeps the router on the fast path only.
+        relevance: the best document similarity for a query embedding; with `router.min_relevance`
+            set, a docs question that no document is close to is out of scope.
     """
 
     def __init__(
-        self, config: ProfilesConfig, profile: Profile, embedder: Embedder, *, llm: LLMClient | None = None
+        self,
+        config: ProfilesConfig,
+        profile: Profile,
+        embedder: Embedder,
+        *,
+        llm: LLMClient | None = None,
+        relevance: Relevance | None = None,
     ) -> None:
         self._config = config
         self._settings: RouterConfig = config.router
         self._profile = profile
         self._embedder = embedder
         self._llm = llm
-        self._intents = ExampleClassifier(embedder, dict(config.intents))
-        self._domains = ExampleClassifier(embedder, {name: config.domains[name] for name in profile.domains})
+        self._relevance = relevance
+        intents: dict[str, Described] = dict(config.intents)
+        domains = {name: config.domains[name] for name in profile.domains}
+        if self._settings.training_file is not None:
+            extra = load_training_examples(self._settings.training_file, set(config.domains))
+            intents, domains = with_examples(intents, extra, "intent"), with_examples(domains, extra, "domain")
+        model = PrototypeClassifier if self._settings.classifier == "prototypes" else ExampleClassifier
+        self._intents: ExampleClassifier | PrototypeClassifier = model(embedder, intents)
+        self._domains: ExampleClassifier | PrototypeClassifier = model(embedder, domains)
+
+    def topics(self, language: str) -> str:
+        """The profile's domains as words for the user ("human resources, sales and IT")."""
+        titles = [_domain_title(self._config.domains[name], language) for name in self._profile.domains]
+        joiner = " и " if language == "ru" else " and "
+        return titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + joiner + titles[-1]
+
+    def _irrelevant(self, embedding: np.ndarray) -> bool:
+        """Nothing the profile may read is close to the message (see `router.min_relevance`)."""
+        if self._relevance is None or self._settings.min_relevance is None:
+            return False
+        return self._relevance(embedding) < self._settings.min_relevance
 
     def classify(self, message: str, conversation: Conversation | None = None) -> Route:
         started = time.perf_counter()
@@ -342,12 +408,20 @@ class Router:
             # No picture asked for: "chart" is never the answer, the data question behind it is.
             intent_probs = [(label, p) for label, p in intent_probs if label != "chart"]
             intent, intent_conf = intent_probs[0]
-        if intent_conf < self._settings.intent_confidence and self._llm is not None:
+        irrelevant: bool | None = None
+        if intent == "docs":
+            irrelevant = self._irrelevant(embedding)
+            if irrelevant:
+                # Evidence beats a guess: no document is about it, so no LLM call either.
+                intent, intent_conf = "out_of_scope", max(intent_conf, dict(intent_probs).get("out_of_scope", 0.0))
+        if intent_conf < self._settings.intent_confidence and self._llm is not None and not irrelevant:
             candidates = [label for label, p in intent_probs if p >= 0.02][:3]
             if len(candidates) > 1:
                 chosen = self._choose(message, candidates, self._config.intents, language)
                 if chosen is not None:
                     intent, intent_conf, path = chosen, max(intent_conf, 0.5), "slow"
+                if intent == "docs" and self._irrelevant(embedding):
+                    intent = "out_of_scope"
 
         domains: tuple[str, ...] = ()
         domain_conf = 0.0
@@ -417,6 +491,8 @@ __all__ = [
     "INTENTS",
     "Conversation",
     "ExampleClassifier",
+    "PrototypeClassifier",
+    "Relevance",
     "Route",
     "Router",
     "Turn",

@@ -51,7 +51,8 @@ class Components:
                 llm=self.llm,
                 store=self.store,
                 embedder=self.embedder,
-                router=Router(config, profile, self.embedder, llm=self.llm),
+                router=Router(config, profile, self.embedder, llm=self.llm,
+                              relevance=document_relevance(self.store, profile)),
                 runner=self.sql_runner() if data_allowed else None,
                 sandbox=self.sandbox() if "chart" in profile.intents else None,
                 top_k=self.settings.top_k,
@@ -107,6 +108,16 @@ def company_readonly_url(settings: Settings) -> str | None:
     from rag_bot.demo import readonly_url
 
     return readonly_url(admin_url(settings), settings.company_database, settings.company_readonly_role)
+
+
+def document_relevance(store: VectorStore, profile: Any) -> Any:
+    """The router's evidence: how close the nearest document the profile may read is to a message."""
+    from rag_bot.retrieval import AUDIENCES_FOR
+
+    def relevance(embedding: Any) -> float:
+        return store.nearest_similarity(embedding, audiences=AUDIENCES_FOR[profile.audience], domains=profile.domains)
+
+    return relevance
 
 
 def analytics_today(settings: Settings) -> date | None:

@@ -33,10 +33,12 @@ from rag_bot.config import Settings, get_settings
 from rag_bot.embeddings import Embedder
 from rag_bot.evaluation.common import (
     RESULTS_DIR,
+    SPLITS,
     CachedEmbedder,
     build_eval_embedder,
     format_table,
     read_jsonl,
+    select_split,
     write_json,
 )
 from rag_bot.language import detect_language
@@ -106,9 +108,9 @@ def load_squad(questions_file: Path, corpus_file: Path | None = None) -> tuple[l
     return passages, questions
 
 
-def load_docs_qa(path: Path, docs_root: Path) -> list[Question]:
+def load_docs_qa(path: Path, docs_root: Path, split: str = "all", splits_file: Path | None = None) -> list[Question]:
     questions = []
-    for item in read_jsonl(path):
+    for item in select_split(read_jsonl(path), path, split, splits_file):
         questions.append(
             Question(
                 id=item["id"],
@@ -309,6 +311,12 @@ def _parse_ks(value: str) -> list[int]:
     show_default=True,
     help="Full text re-ranks the vector candidates, or searches every chunk.",
 )
+@click.option(
+    "--text-same-language/--text-any-language",
+    default=RetrievalOptions.text_same_language,
+    show_default=True,
+    help="Full text ranks only chunks in the question's language, or every chunk.",
+)
 @click.option("--rrf-k", type=int, default=RetrievalOptions.rrf_k, show_default=True)
 @click.option("--candidates", type=int, default=RetrievalOptions.candidates, show_default=True)
 @click.option(
@@ -318,6 +326,19 @@ def _parse_ks(value: str) -> list[int]:
     default="auto",
     show_default=True,
     help="auto: FastE5 when it loads, else the configured embedder.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default="all",
+    show_default=True,
+    help="Part of a --jsonl set: tuning (tune on it), report (report it), all.",
+)
+@click.option(
+    "--splits-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Committed ids of the parts (default: splits/<set>.json beside the JSONL).",
 )
 @click.option(
     "--out",
@@ -334,14 +355,19 @@ def docs(
     baseline: str,
     text_weight: float,
     text_scope: str,
+    text_same_language: bool,
     rrf_k: int,
     candidates: int,
     embedder_choice: str,
+    split: str,
+    splits_file: Path | None,
     out: Path | None,
 ) -> None:
     """Retrieval recall@k and MRR per language, optionally beside a llama-index baseline."""
     if (squad is None) == (jsonl is None):
         raise click.UsageError("Give exactly one of --squad FILE.json or --jsonl FILE.jsonl.")
+    if squad is not None and split != "all":
+        raise click.UsageError("--split applies to a --jsonl set; a SQuAD file is measured whole.")
     settings = get_settings()
     inner, label = build_eval_embedder(settings, embedder_choice)
     embedder = CachedEmbedder(inner, settings.state_dir / "eval_cache" / "docs_embeddings.npz")
@@ -350,6 +376,7 @@ def docs(
         rrf_k=rrf_k,
         text_weight=text_weight,
         text_scope=text_scope,  # type: ignore[arg-type]
+        text_same_language=text_same_language,
     )
     runs = []
     with fresh_store(settings, embedder) as store:
@@ -360,16 +387,19 @@ def docs(
         else:
             assert jsonl is not None
             root = (docs_root or settings.knowledge_base_dir / "docs").resolve()
-            questions = load_docs_qa(jsonl, root)
+            questions = load_docs_qa(jsonl, root, split, splits_file)
             passages = ingest_knowledge_base(store, embedder, root)
-            set_name = jsonl.stem
+            set_name = jsonl.stem + ("" if split == "all" else f" ({split})")
         embedder.save()
         runs.append(run_retrieval("rag_bot hybrid", questions, ours(store, embedder, options), ks))
         if baseline == "llamaindex":
             runs.append(run_retrieval("llama-index vector", questions, llamaindex_baseline(passages, embedder), ks))
     embedder.save()
     if out is None:
-        suffix = "" if jsonl is not None else "_" + set_name.replace(" over ", "_over_").replace(".", "_")
+        if jsonl is not None:
+            suffix = "" if split == "all" else f"_{split}"
+        else:
+            suffix = "_" + set_name.replace(" over ", "_over_").replace(".", "_")
         out = RESULTS_DIR / f"eval_docs{suffix}.json"
     payload = {
         "kind": "docs",
