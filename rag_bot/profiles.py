@@ -48,6 +48,10 @@ class RouterConfig(_Strict):
     domain_confidence: float = Field(0.60, ge=0.0, le=1.0)
     domain_margin: float = Field(0.15, ge=0.0, le=1.0)
     on_ambiguous_domain: Literal["search_both", "clarify"] = "search_both"
+    # Soft routing: search the top domains until their probabilities add up to this (0 = off),
+    # at most max_domains of them.
+    domain_coverage: float = Field(0.0, ge=0.0, le=1.0)
+    max_domains: int = Field(3, ge=1)
     # The fast path's model over the examples (compared in docs/EVALUATION.md, router section).
     classifier: Literal["logreg", "prototypes"] = "logreg"
     # Generated example messages (JSON lines, see rag_bot/router_examples.py), relative to this file.

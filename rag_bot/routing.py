@@ -210,6 +210,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
+def _covering(ranked: list[tuple[str, float]], coverage: float, limit: int) -> list[str]:
+    """The best labels, in order, until their probabilities add up to `coverage` (at most `limit`)."""
+    chosen: list[str] = []
+    total = 0.0
+    for label, p in ranked[:limit]:
+        chosen.append(label)
+        total += p
+        if total >= coverage:
+            break
+    return chosen
+
+
 def _ranked(probs: dict[str, float]) -> list[tuple[str, float]]:
     # Ties break by name so routing is deterministic.
     return sorted(probs.items(), key=lambda item: (-item[1], item[0]))
@@ -430,7 +442,9 @@ class Router:
             domain_probs = _ranked(self._domains.probabilities(embedding, message))
             (top, top_p), second = domain_probs[0], domain_probs[1] if len(domain_probs) > 1 else None
             domains, domain_conf = (top,), top_p
-            if top_p < self._settings.domain_confidence and self._llm is not None and second is not None:
+            # With soft routing on, an unsure domain is covered by searching the top few, not by an LLM call.
+            soft = self._settings.domain_coverage > 0
+            if top_p < self._settings.domain_confidence and self._llm is not None and second is not None and not soft:
                 candidates = [label for label, p in domain_probs if p >= 0.05][:3]
                 if len(candidates) > 1:
                     described = {name: self._config.domains[name] for name in candidates}
@@ -444,6 +458,11 @@ class Router:
                         b=_domain_title(self._config.domains[second[0]], language),
                     )
                 domains = (top, second[0])
+            if soft and clarifying is None:
+                # Route softly: an uncertain domain choice searches the few domains that together
+                # hold most of the probability, instead of one that may be wrong.
+                covering = _covering(domain_probs, self._settings.domain_coverage, self._settings.max_domains)
+                domains = tuple(dict.fromkeys([*domains, *covering]))[: self._settings.max_domains]
 
         sentiment = classify_sentiment(message) if "support" in domains else None
         route = Route(

@@ -42,7 +42,9 @@ from rag_bot.evaluation.common import (
     write_json,
 )
 from rag_bot.language import detect_language
+from rag_bot.profiles import DEFAULT_PROFILES_FILE, load_profiles
 from rag_bot.retrieval import RetrievalOptions, search_chunks
+from rag_bot.routing import Router
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class Question:
     gold: frozenset[str]  # passage keys that count as a hit
     audience: str = "internal"
     refuse: bool = False  # hit = nothing internal returned
+    domain: str | None = None  # the gold domain, when the set has one
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -119,6 +122,7 @@ def load_docs_qa(path: Path, docs_root: Path, split: str = "all", splits_file: P
                 gold=frozenset(str((docs_root / g).resolve()) for g in item["gold_docs"]),
                 audience=item.get("audience_of_asker", "internal"),
                 refuse=item.get("expected") == "refuse",
+                domain=item.get("domain"),
             )
         )
     return questions
@@ -226,6 +230,37 @@ def ours(store: VectorStore, embedder: Embedder, options: RetrievalOptions) -> R
     return retrieve
 
 
+def routed(store: VectorStore, embedder: Embedder, options: RetrievalOptions, router: Router, mode: str) -> Retrieve:
+    """Retrieval after routing, as the assistant does it: "top1" searches the router's first domain,
+    "routed" its domains (several when unsure); both then fall back to all domains when nothing is found."""
+
+    def retrieve(q: Question, k: int) -> list[tuple[str, str]]:
+        route = router.classify(q.text)
+        domains = list(route.domains[:1] if mode == "top1" else route.domains) or None
+        hits = search_chunks(q.text, store=store, embedder=embedder, audience=q.audience, domains=domains, top_k=k,
+                             options=options, embedding=route.embedding)
+        if not hits and domains:
+            hits = search_chunks(q.text, store=store, embedder=embedder, audience=q.audience, top_k=k,
+                                 options=options, embedding=route.embedding)
+        return [(h.source, h.audience) for h in hits]
+
+    return retrieve
+
+
+def domain_accuracy(router: Router, questions: Sequence[Question]) -> dict[str, float]:
+    """Top-1 domain accuracy and gold-domain-among-routed share over questions with a gold domain."""
+    with_domain = [q for q in questions if q.domain and not q.refuse]
+    routes = [router.classify(q.text) for q in with_domain]
+    n = max(len(with_domain), 1)
+    return {
+        "n": len(with_domain),
+        "top1": sum(r.domains[:1] == (q.domain,) for q, r in zip(with_domain, routes, strict=True)) / n,
+        "in_routed": sum(q.domain in r.domains for q, r in zip(with_domain, routes, strict=True)) / n,
+        "mean_domains": sum(len(r.domains) for r in routes) / n,
+        "intent_docs": sum(r.intent == "docs" for r in routes) / n,
+    }
+
+
 def llamaindex_baseline(passages: Sequence[Passage], embedder: Embedder) -> Retrieve:
     """llama-index's plain VectorStoreIndex (SimpleVectorStore) with our embedder wrapped."""
     try:
@@ -328,6 +363,18 @@ def _parse_ks(value: str) -> list[int]:
     help="auto: FastE5 when it loads, else the configured embedder.",
 )
 @click.option(
+    "--route",
+    "route_profile",
+    default=None,
+    help="Also retrieve after routing with this bot profile (--jsonl only): top-1 domain and routed domains.",
+)
+@click.option(
+    "--domain-coverage",
+    type=float,
+    default=None,
+    help="Override router.domain_coverage for --route (0 = one domain, or two when close).",
+)
+@click.option(
     "--split",
     type=click.Choice(SPLITS),
     default="all",
@@ -359,6 +406,8 @@ def docs(
     rrf_k: int,
     candidates: int,
     embedder_choice: str,
+    route_profile: str | None,
+    domain_coverage: float | None,
     split: str,
     splits_file: Path | None,
     out: Path | None,
@@ -394,6 +443,18 @@ def docs(
         runs.append(run_retrieval("rag_bot hybrid", questions, ours(store, embedder, options), ks))
         if baseline == "llamaindex":
             runs.append(run_retrieval("llama-index vector", questions, llamaindex_baseline(passages, embedder), ks))
+        routing: dict[str, float] | None = None
+        if route_profile is not None:
+            if jsonl is None:
+                raise click.UsageError("--route needs a --jsonl set (its questions carry gold domains).")
+            config = load_profiles(DEFAULT_PROFILES_FILE)
+            if domain_coverage is not None:
+                router_config = config.router.model_copy(update={"domain_coverage": domain_coverage})
+                config = config.model_copy(update={"router": router_config})
+            bot = Router(config, config.profile(route_profile), embedder, relevance=None)
+            routing = domain_accuracy(bot, questions)
+            for mode in ("top1", "routed"):
+                runs.append(run_retrieval(f"rag_bot {mode} domain", questions, routed(store, embedder, options, bot, mode), ks))
     embedder.save()
     if out is None:
         if jsonl is not None:
@@ -409,6 +470,8 @@ def docs(
         "questions": len(questions),
         "options": options.__dict__,
         "ks": ks,
+        "routing": routing,
+        "domain_coverage": domain_coverage,
         "runs": runs,
     }
     write_json(out, payload)
@@ -419,6 +482,8 @@ def docs(
         for language, m in run["metrics"].items():
             rows.append([run["system"], language, int(m["n"]), *(m[f"recall@{k}"] for k in ks), m["mrr"]])
     click.echo(format_table(headers, rows))
+    if routing is not None:
+        click.echo(f"routing ({route_profile}, fast path): " + ", ".join(f"{k} {v:.3f}" for k, v in routing.items()))
     click.echo(f"wrote {out}")
 
 
