@@ -62,7 +62,7 @@ def main() -> None:
               f"out-of-scope highest five: {[round(x, 3) for x in outside[-5:]]}"]
     out = ROOT / "bench" / "results" / f"relevance_calibration_{args.split}.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    print("\n".join(lines))  # noqa: T201 - a script's output
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ def load_training_examples(path: Path, domains: set[str]) -> list[TrainingExampl
             continue
         try:
             item = json.loads(line)
-            example = TrainingExample(str(item["text"]), str(item["intent"]), item.get("domain"), item.get("language", ""))
+            example = TrainingExample(
+                str(item["text"]), str(item["intent"]), item.get("domain"), item.get("language", "")
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}:{number}: each line must be JSON with 'text' and 'intent' ({exc}).") from exc
         if example.intent not in INTENTS or (example.domain is not None and example.domain not in domains):

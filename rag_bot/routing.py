@@ -418,7 +418,11 @@ class Router:
 
         if not asks_for_visual(message):
             # No picture asked for: "chart" is never the answer, the data question behind it is.
-            intent_probs = [(label, p) for label, p in intent_probs if label != "chart"]
+            # Renormalised over the labels left: otherwise a sure data question whose mass sat on
+            # "chart" ("headcount by office", 0.02 before) looked unsure and took the slow path.
+            kept = [(label, p) for label, p in intent_probs if label != "chart"]
+            total = sum(p for _, p in kept) or 1.0
+            intent_probs = [(label, p / total) for label, p in kept]
             intent, intent_conf = intent_probs[0]
         irrelevant: bool | None = None
         if intent == "docs":

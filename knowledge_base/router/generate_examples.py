@@ -130,9 +130,9 @@ def main() -> None:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 kept += 1
             written += kept
-            print(f"[{number}/{len(jobs)}] {intent}/{domain}/{language}: {kept} kept, "
+            print(f"[{number}/{len(jobs)}] {intent}/{domain}/{language}: {kept} kept, "  # noqa: T201 - progress
                   f"{time.perf_counter() - started:.0f} s", flush=True)
-    print(f"wrote {written} messages to {args.out}")
+    print(f"wrote {written} messages to {args.out}")  # noqa: T201 - a script's output
 
 
 if __name__ == "__main__":

@@ -454,7 +454,8 @@ def docs(
             bot = Router(config, config.profile(route_profile), embedder, relevance=None)
             routing = domain_accuracy(bot, questions)
             for mode in ("top1", "routed"):
-                runs.append(run_retrieval(f"rag_bot {mode} domain", questions, routed(store, embedder, options, bot, mode), ks))
+                retrieve = routed(store, embedder, options, bot, mode)
+                runs.append(run_retrieval(f"rag_bot {mode} domain", questions, retrieve, ks))
     embedder.save()
     if out is None:
         if jsonl is not None:

@@ -19,6 +19,7 @@ import click
 from tqdm import tqdm
 
 from rag_bot.config import Settings, get_settings
+from rag_bot.embeddings import Embedder
 from rag_bot.evaluation.common import (
     RESULTS_DIR,
     SPLITS,
@@ -31,7 +32,6 @@ from rag_bot.evaluation.common import (
     write_json,
 )
 from rag_bot.llm.base import LLMClient
-from rag_bot.embeddings import Embedder
 from rag_bot.profiles import DEFAULT_PROFILES_FILE, INTENTS, Profile, ProfilesConfig, load_profiles
 from rag_bot.routing import Relevance, Router
 
@@ -181,7 +181,9 @@ def _router_variant(
 
 
 @contextmanager
-def _evidence(settings: Settings, embedder: Embedder, kb_root: Path | None, profile: Profile) -> Iterator[Relevance | None]:
+def _evidence(
+    settings: Settings, embedder: Embedder, kb_root: Path | None, profile: Profile
+) -> Iterator[Relevance | None]:
     """With --kb: the documents ingested into a throwaway store, and the router's relevance over them."""
     if kb_root is None:
         yield None
