@@ -50,7 +50,7 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     payload = {"set": args.jsonl.name, "stratified_by": by, "method": "sha1(id) order within each group", **parts}
     out.write_text(json.dumps(payload, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    print(f"{out}: {len(parts['tuning'])} tuning, {len(parts['report'])} report")
+    print(f"{out}: {len(parts['tuning'])} tuning, {len(parts['report'])} report")  # noqa: T201 - a script's output
 
 
 if __name__ == "__main__":
