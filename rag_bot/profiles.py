@@ -48,6 +48,17 @@ class RouterConfig(_Strict):
     domain_confidence: float = Field(0.60, ge=0.0, le=1.0)
     domain_margin: float = Field(0.15, ge=0.0, le=1.0)
     on_ambiguous_domain: Literal["search_both", "clarify"] = "search_both"
+    # Soft routing: search the top domains until their probabilities add up to this (0 = off),
+    # at most max_domains of them.
+    domain_coverage: float = Field(0.0, ge=0.0, le=1.0)
+    max_domains: int = Field(3, ge=1)
+    # The fast path's model over the examples (compared in docs/EVALUATION.md, router section).
+    classifier: Literal["logreg", "prototypes"] = "logreg"
+    # Generated example messages (JSON lines, see rag_bot/assistant/router_examples.py), relative to this file.
+    training_file: Path | None = None
+    # A docs question whose best document chunk is less similar than this (cosine) is out of scope:
+    # nothing the bot may read is about it. None: no such check.
+    min_relevance: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class Profile(_Strict):
@@ -108,7 +119,7 @@ def load_profiles(path: Path = DEFAULT_PROFILES_FILE) -> ProfilesConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must be a mapping with `domains:` and `profiles:` sections.")
     try:
-        return ProfilesConfig.model_validate(raw)
+        config = ProfilesConfig.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -118,6 +129,11 @@ def load_profiles(path: Path = DEFAULT_PROFILES_FILE) -> ProfilesConfig:
             else:
                 problems.append(f"{where}: {error['msg']}")
         raise ConfigError(f"{path}: " + "; ".join(problems)) from exc
+    training = config.router.training_file
+    if training is not None and not training.is_absolute():
+        router = config.router.model_copy(update={"training_file": (path.parent / training).resolve()})
+        config = config.model_copy(update={"router": router})
+    return config
 
 
 @lru_cache(maxsize=4)

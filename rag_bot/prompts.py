@@ -59,9 +59,12 @@ TEXTS = {
         "ru": "Здравствуйте! Я отвечаю на вопросы о «ТехноСнабе»: по документам и регламентам, а также по "
         "данным (продажи, заказы, обращения) — с таблицами и графиками. Что вас интересует?",
     },
+    # {topics}: the profile's domains (Router.topics), so the bot says what it can do instead.
     "out_of_scope": {
-        "en": "Sorry, I can only help with questions about TechnoSnab: its documents, products and data.",
-        "ru": "Извините, я помогаю только с вопросами о «ТехноСнабе»: документы, товары и данные компании.",
+        "en": "Sorry, I can only help with TechnoSnab's {topics}: its documents, products and data. "
+        "This question is outside what I know.",
+        "ru": "Извините, я могу помочь только с вопросами «ТехноСнаба» по темам: {topics} — по документам, "
+        "товарам и данным компании. Этот вопрос вне моей области.",
     },
     "not_permitted": {
         "en": "This assistant answers from the company's documents only; it cannot run data queries.",

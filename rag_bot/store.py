@@ -74,6 +74,9 @@ class SearchHit:
     page: int | None
     ordinal: int
     score: float
+    # Cosine similarity of the chunk to the query embedding: absolute evidence of relevance (the
+    # fused `score` only ranks), e.g. "nothing in the documents is close to this question".
+    similarity: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,10 @@ class SearchQuery:
     # number of matching rows). "candidates": full text only re-ranks the vector candidates (cost
     # bounded by `candidates`).
     text_scope: Literal["all", "candidates"] = "all"
+    # The query's language ("ru"/"en"): full text then ranks only documents in that language. Word
+    # overlap between a question and a passage in the other language (names, numbers, loanwords) is
+    # noise, and fusing it lowered cross-lingual recall@1 below plain vector search. None: all.
+    language: str | None = None
 
 
 class VectorStore:
@@ -280,6 +287,8 @@ class VectorStore:
             filters += " AND c.domain = ANY(%(domains)s)"
         # The vector candidates already passed the filters.
         fts_scope = filters if query.text_scope == "all" else "c.id IN (SELECT id FROM vec)"
+        if query.language:
+            fts_scope += " AND c.document_id IN (SELECT id FROM documents WHERE language = %(language)s)"
         sql = f"""
             WITH vec AS (
                 SELECT c.id, row_number() OVER () AS rank
@@ -302,7 +311,7 @@ class VectorStore:
                 GROUP BY id
             )
             SELECT c.id, c.text, d.source, d.title, c.domain, c.audience, c.heading, c.page,
-                   c.ordinal, f.score
+                   c.ordinal, f.score, 1 - (c.embedding <=> %(embedding)s) AS similarity
             FROM fused f JOIN chunks c ON c.id = f.id JOIN documents d ON d.id = c.document_id
             ORDER BY f.score DESC, c.id
             LIMIT %(k)s
@@ -318,6 +327,7 @@ class VectorStore:
             "rrf_k": query.rrf_k,
             "vector_weight": query.vector_weight,
             "text_weight": query.text_weight,
+            "language": query.language,
         }
         try:
             rows = self.conn.execute(sql, params).fetchall()
@@ -328,6 +338,34 @@ class VectorStore:
                 "question; if this repeats, check the server (`rag-bot doctor`)."
             ) from exc
         return [SearchHit(*row) for row in rows]
+
+    def nearest_similarity(
+        self,
+        embedding: np.ndarray,
+        *,
+        audiences: Sequence[str] = ("public", "internal"),
+        domains: Sequence[str] | None = None,
+        kinds: Sequence[str] = ("doc",),
+    ) -> float:
+        """Cosine similarity of the closest allowed chunk (0.0 when there is none): does any document
+        the asker may read talk about this at all?"""
+        filters = "kind = ANY(%(kinds)s) AND audience = ANY(%(audiences)s)"
+        if domains:
+            filters += " AND domain = ANY(%(domains)s)"
+        params = {"e": np.asarray(embedding, dtype=np.float32), "kinds": list(kinds),
+                  "audiences": list(audiences), "domains": list(domains or [])}
+        try:
+            row = self.conn.execute(
+                f"SELECT 1 - (embedding <=> %(e)s) FROM chunks WHERE {filters} ORDER BY embedding <=> %(e)s LIMIT 1",
+                params,
+            ).fetchone()
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise DatabaseUnavailable(
+                "Lost the connection to PostgreSQL while searching. It will reconnect on the next "
+                "question; if this repeats, check the server (`rag-bot doctor`)."
+            ) from exc
+        return float(row[0]) if row else 0.0
 
     def count_chunks(self) -> int:
         row = self.conn.execute("SELECT count(*) FROM chunks").fetchone()

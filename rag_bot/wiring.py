@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from rag_bot.config import Settings
 from rag_bot.db import admin_url, readonly_url, store_url
 from rag_bot.embeddings import Embedder, build_embedder
@@ -18,9 +20,10 @@ if TYPE_CHECKING:
     # store, does not pay for it.
     from rag_bot.analytics.sql_runner import PostgresSqlRunner
     from rag_bot.assistant.respond import Services
+    from rag_bot.assistant.routing import Relevance
     from rag_bot.documents.reranking import HttpReranker
     from rag_bot.llm.openai_compat import OpenAICompatClient
-    from rag_bot.profiles import ProfilesConfig
+    from rag_bot.profiles import Profile, ProfilesConfig
     from sandbox import SubprocessSandbox
 
 logger = logging.getLogger(__name__)
@@ -63,7 +66,8 @@ class Components:
                 llm=llm,
                 store=self.store,
                 embedder=self.embedder,
-                router=Router(config, profile, self.embedder, llm=llm),
+                router=Router(config, profile, self.embedder, llm=llm,
+                              relevance=document_relevance(self.store, profile)),
                 runner=self.sql_runner() if data_allowed else None,
                 sandbox=self.sandbox() if "chart" in profile.intents else None,
                 top_k=self.settings.top_k,
@@ -119,6 +123,16 @@ def company_readonly_url(settings: Settings) -> str | None:
     if settings.company_database_url is not None:
         return settings.company_database_url.get_secret_value()
     return readonly_url(admin_url(settings), settings.company_database, settings.company_readonly_role)
+
+
+def document_relevance(store: VectorStore, profile: Profile) -> Relevance:
+    """The router's evidence: how close the nearest document the profile may read is to a message."""
+    from rag_bot.documents.retrieval import AUDIENCES_FOR
+
+    def relevance(embedding: np.ndarray) -> float:
+        return store.nearest_similarity(embedding, audiences=AUDIENCES_FOR[profile.audience], domains=profile.domains)
+
+    return relevance
 
 
 def analytics_today(settings: Settings) -> date | None:

@@ -19,8 +19,8 @@ from starlette.testclient import TestClient
 
 from rag_bot.config import PROJECT_ROOT, Settings
 from rag_bot.errors import ConfigError
-from rag_bot.serving.guards import OpsTokenGuard, ProxyHeaderGuard, parse_networks
 from rag_bot.serving import OPS_PATHS, check_startup_safety, create_server_app, guard_app
+from rag_bot.serving.guards import OpsTokenGuard, ProxyHeaderGuard, parse_networks
 from rag_bot.ui.auth import header_user
 from rag_bot.ui.users import UserAccount, hash_password, save_user
 

@@ -287,3 +287,59 @@ def test_unsure_router_takes_the_slow_path_on_a_real_llm(llamacpp_server: str) -
     router = Router(small_config(intent_confidence=1.0), small_config().profile("analyst"), HashingEmbedder(), llm=llm)
     route = router.classify("Draw a chart of revenue by region")
     assert route.path == "slow" and route.intent in INTENTS
+
+
+# -- evidence, soft routing, training material ------------------------------------------------------
+
+
+def test_docs_question_that_no_document_is_close_to_is_out_of_scope_without_the_llm() -> None:
+    llm = FakeLLM()
+    config = small_config(min_relevance=0.8, intent_confidence=1.0)
+    router = Router(config, config.profile("analyst"), HashingEmbedder(), llm=llm, relevance=lambda e: 0.5)
+    assert router.classify("what is the vacation policy").intent == "out_of_scope"
+    assert llm.received == []
+    near = Router(config, config.profile("analyst"), HashingEmbedder(), relevance=lambda e: 0.9)
+    assert near.classify("what is the vacation policy").intent == "docs"
+
+
+def test_soft_routing_covers_the_likely_domains_up_to_the_limit() -> None:
+    one = make_router(small_config(domain_margin=0.0)).classify("returns of orders")
+    soft_config = small_config(domain_margin=0.0, domain_coverage=0.99, max_domains=2)
+    soft = make_router(soft_config).classify("returns of orders")
+    assert len(one.domains) == 1 and len(soft.domains) == 2 and soft.domains[0] == one.domains[0]
+
+
+def test_data_question_without_a_chart_word_keeps_its_confidence_after_chart_is_dropped() -> None:
+    router = make_router(small_config())
+    message = "orders revenue tickets priority"  # no picture word: chart is dropped
+    embedding = HashingEmbedder().embed_queries([message])[0]
+    probs = router._intents.probabilities(embedding, message)
+    expected = max(p for label, p in probs.items() if label != "chart") / (1 - probs["chart"])
+    assert router.classify(message).intent_confidence == pytest.approx(expected)
+
+
+def test_prototype_classifier_is_selectable_and_routes_clear_messages() -> None:
+    router = make_router(small_config(classifier="prototypes"))
+    assert router.classify("how many orders last month").intent == "sql"
+    assert router.classify("hello there, thanks").intent == "smalltalk"
+
+
+def test_generated_training_file_adds_examples_and_a_bad_line_names_the_file(tmp_path: Path) -> None:
+    good = tmp_path / "gen.jsonl"
+    good.write_text('{"text": "quarterly bonus payout rules", "intent": "docs", "domain": "hr"}\n', encoding="utf-8")
+    router = make_router(small_config(training_file=str(good)))
+    assert router.classify("quarterly bonus payout rules").domains[0] == "hr"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "intent": "nonsense"}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="bad.jsonl:1"):
+        make_router(small_config(training_file=str(bad)))
+
+
+def test_out_of_scope_reply_names_the_profile_domains_in_the_users_language() -> None:
+    from rag_bot import prompts
+
+    config = small_config()
+    router = make_router(config, profile="support")
+    en = prompts.text("out_of_scope", "en").format(topics=router.topics("en"))
+    assert "support" in en and "sales" in en and " and " in en
+    assert "{" not in prompts.text("out_of_scope", "ru").format(topics=router.topics("ru"))

@@ -69,6 +69,6 @@ def test_real_model_answers_enough_report_questions_cold(
     finally:
         store.close()
     passed = sum(c for _, _, c in outcomes)
-    print(f"quality gate: {passed}/{len(outcomes)} correct", outcomes)  # shown with -s, for calibrating
+    print(f"quality gate: {passed}/{len(outcomes)} correct", outcomes)  # noqa: T201 - shown with -s, for calibrating
     assert passed >= GATE_MINIMUM, (f"{passed}/{len(outcomes)} correct, gate {GATE_MINIMUM} "
                                     f"(measured {GATE_MEASURED})", outcomes)

@@ -93,7 +93,7 @@ def respond(
     if route.intent == "smalltalk":
         reply.text = prompts.text("smalltalk", language)
     elif route.intent == "out_of_scope":
-        reply.text = prompts.text("out_of_scope", language)
+        reply.text = prompts.text("out_of_scope", language).format(topics=services.router.topics(language))
     elif not route.permitted:
         reply.text = prompts.text("not_permitted", language)
     elif route.clarifying_question:

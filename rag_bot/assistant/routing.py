@@ -16,11 +16,12 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from rag_bot.assistant.conversation import Conversation, Route, RoutePath, Sentiment
+from rag_bot.assistant.router_examples import load_training_examples, with_examples
 from rag_bot.embeddings import Embedder
 from rag_bot.errors import LLMUnavailable
 from rag_bot.llm.base import ChatMessage, LLMClient
@@ -28,6 +29,9 @@ from rag_bot.profiles import DOMAIN_INTENTS, INTENTS, Described, Profile, Profil
 from rag_bot.prompts import detect_language
 
 logger = logging.getLogger(__name__)
+
+# Query embedding -> cosine similarity of the closest document chunk the profile may read.
+Relevance = Callable[[np.ndarray], float]
 
 
 _NGRAM_BUCKETS = 1 << 13
@@ -92,6 +96,41 @@ class ExampleClassifier:
         return {self.labels[i]: float(p) for i, p in zip(keep, probs, strict=True)}
 
 
+class PrototypeClassifier:
+    """Nearest prototypes: cosine of the message embedding to each class's mean example embedding,
+    turned into probabilities by a softmax whose temperature is fitted on held-out folds."""
+
+    def __init__(self, embedder: Embedder, classes: dict[str, Described]) -> None:
+        self.labels = list(classes)
+        texts = [t for d in classes.values() for t in [*d.description.values(), *d.examples]]
+        y = np.array([i for i, d in enumerate(classes.values()) for _ in [*d.description.values(), *d.examples]])
+        vectors = _unit(embedder.embed_queries(texts))
+        self._centroids = self._centroids_of(vectors, y)
+        folds = np.arange(len(y)) % 5
+        scores = np.zeros((len(y), len(self.labels)))
+        for fold in range(5):
+            train = folds != fold
+            scores[~train] = vectors[~train] @ self._centroids_of(vectors[train], y[train]).T
+        self.temperature = min(
+            _TEMPERATURES / 100,  # cosines differ by hundredths: a much smaller temperature scale
+            key=lambda t: float(-np.mean(np.log(_softmax(scores / t)[np.arange(len(y)), y] + 1e-12))),
+        )
+
+    def _centroids_of(self, vectors: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return _unit(np.vstack([vectors[y == i].mean(axis=0) for i in range(len(self.labels))]))
+
+    def probabilities(self, embedding: np.ndarray, text: str, allowed: Sequence[str] | None = None) -> dict[str, float]:
+        """label -> calibrated probability, renormalised over `allowed` labels (all when None)."""
+        scores = self._centroids @ (embedding / max(float(np.linalg.norm(embedding)), 1e-9))
+        keep = [i for i, label in enumerate(self.labels) if allowed is None or label in allowed]
+        probs = _softmax(scores[keep][None, :] / self.temperature)[0]
+        return {self.labels[i]: float(p) for i, p in zip(keep, probs, strict=True)}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9), dtype=np.float32)
+
+
 def _char_ngrams(text: str) -> np.ndarray:
     """Hashed 3-5 character n-grams of each word, log-scaled and L2-normalised."""
     vector = np.zeros(_NGRAM_BUCKETS, dtype=np.float32)
@@ -121,6 +160,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     z = x - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return np.asarray(e / e.sum(axis=-1, keepdims=True))
+
+
+def _covering(ranked: list[tuple[str, float]], coverage: float, limit: int) -> list[str]:
+    """The best labels, in order, until their probabilities add up to `coverage` (at most `limit`)."""
+    chosen: list[str] = []
+    total = 0.0
+    for label, p in ranked[:limit]:
+        chosen.append(label)
+        total += p
+        if total >= coverage:
+            break
+    return chosen
 
 
 def _ranked(probs: dict[str, float]) -> list[tuple[str, float]]:
@@ -232,7 +283,8 @@ def _option_line(name: str, described: Described, language: str, examples: int =
 
 def _domain_title(described: Described, language: str) -> str:
     text = described.description.get(language) or next(iter(described.description.values()))  # type: ignore[call-overload]
-    return text.split(" - ")[0].strip().lower()
+    title = text.split(" - ")[0].strip()
+    return title if title.isupper() else title.lower()  # "IT", "ИТ" stay acronyms
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,18 +300,45 @@ class Router:
         profile: the bot profile; its domains bound the domain choice and its intents set `permitted`.
         embedder: the same embedder the store uses (its query embedding is reused by retrieval).
         llm: the slow path; None keeps the router on the fast path only.
+        relevance: the best document similarity for a query embedding; with `router.min_relevance`
+            set, a docs question that no document is close to is out of scope.
     """
 
     def __init__(
-        self, config: ProfilesConfig, profile: Profile, embedder: Embedder, *, llm: LLMClient | None = None
+        self,
+        config: ProfilesConfig,
+        profile: Profile,
+        embedder: Embedder,
+        *,
+        llm: LLMClient | None = None,
+        relevance: Relevance | None = None,
     ) -> None:
         self._config = config
         self._settings: RouterConfig = config.router
         self._profile = profile
         self._embedder = embedder
         self._llm = llm
-        self._intents = ExampleClassifier(embedder, dict(config.intents))
-        self._domains = ExampleClassifier(embedder, {name: config.domains[name] for name in profile.domains})
+        self._relevance = relevance
+        intents: dict[str, Described] = dict(config.intents)
+        domains = {name: config.domains[name] for name in profile.domains}
+        if self._settings.training_file is not None:
+            extra = load_training_examples(self._settings.training_file, set(config.domains))
+            intents, domains = with_examples(intents, extra, "intent"), with_examples(domains, extra, "domain")
+        model = PrototypeClassifier if self._settings.classifier == "prototypes" else ExampleClassifier
+        self._intents: ExampleClassifier | PrototypeClassifier = model(embedder, intents)
+        self._domains: ExampleClassifier | PrototypeClassifier = model(embedder, domains)
+
+    def topics(self, language: str) -> str:
+        """The profile's domains as words for the user ("human resources, sales and IT")."""
+        titles = [_domain_title(self._config.domains[name], language) for name in self._profile.domains]
+        joiner = " и " if language == "ru" else " and "
+        return titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + joiner + titles[-1]
+
+    def _irrelevant(self, embedding: np.ndarray) -> bool:
+        """Nothing the profile may read is close to the message (see `router.min_relevance`)."""
+        if self._relevance is None or self._settings.min_relevance is None:
+            return False
+        return self._relevance(embedding) < self._settings.min_relevance
 
     def classify(self, message: str, conversation: Conversation | None = None) -> Route:
         started = time.perf_counter()
@@ -291,14 +370,26 @@ class Router:
 
         if not asks_for_visual(message):
             # No picture asked for: "chart" is never the answer, the data question behind it is.
-            intent_probs = [(label, p) for label, p in intent_probs if label != "chart"]
+            # Renormalised over the labels left: otherwise a sure data question whose mass sat on
+            # "chart" ("headcount by office", 0.02 before) looked unsure and took the slow path.
+            kept = [(label, p) for label, p in intent_probs if label != "chart"]
+            total = sum(p for _, p in kept) or 1.0
+            intent_probs = [(label, p / total) for label, p in kept]
             intent, intent_conf = intent_probs[0]
-        if intent_conf < self._settings.intent_confidence and self._llm is not None:
+        irrelevant: bool | None = None
+        if intent == "docs":
+            irrelevant = self._irrelevant(embedding)
+            if irrelevant:
+                # Evidence beats a guess: no document is about it, so no LLM call either.
+                intent, intent_conf = "out_of_scope", max(intent_conf, dict(intent_probs).get("out_of_scope", 0.0))
+        if intent_conf < self._settings.intent_confidence and self._llm is not None and not irrelevant:
             candidates = [label for label, p in intent_probs if p >= 0.02][:3]
             if len(candidates) > 1:
                 chosen = self._choose(message, candidates, self._config.intents, language)
                 if chosen is not None:
                     intent, intent_conf, path = chosen, max(intent_conf, 0.5), "slow"
+                if intent == "docs" and self._irrelevant(embedding):
+                    intent = "out_of_scope"
 
         domains: tuple[str, ...] = ()
         domain_conf = 0.0
@@ -307,7 +398,9 @@ class Router:
             domain_probs = _ranked(self._domains.probabilities(embedding, message))
             (top, top_p), second = domain_probs[0], domain_probs[1] if len(domain_probs) > 1 else None
             domains, domain_conf = (top,), top_p
-            if top_p < self._settings.domain_confidence and self._llm is not None and second is not None:
+            # With soft routing on, an unsure domain is covered by searching the top few, not by an LLM call.
+            soft = self._settings.domain_coverage > 0
+            if top_p < self._settings.domain_confidence and self._llm is not None and second is not None and not soft:
                 candidates = [label for label, p in domain_probs if p >= 0.05][:3]
                 if len(candidates) > 1:
                     described = {name: self._config.domains[name] for name in candidates}
@@ -321,6 +414,11 @@ class Router:
                         b=_domain_title(self._config.domains[second[0]], language),
                     )
                 domains = (top, second[0])
+            if soft and clarifying is None:
+                # Route softly: an uncertain domain choice searches the few domains that together
+                # hold most of the probability, instead of one that may be wrong.
+                covering = _covering(domain_probs, self._settings.domain_coverage, self._settings.max_domains)
+                domains = tuple(dict.fromkeys([*domains, *covering]))[: self._settings.max_domains]
 
         sentiment = classify_sentiment(message) if "support" in domains else None
         route = Route(
@@ -367,6 +465,8 @@ class Router:
 __all__ = [
     "INTENTS",
     "ExampleClassifier",
+    "PrototypeClassifier",
+    "Relevance",
     "Router",
     "asks_for_visual",
     "classify_sentiment",

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from rag_bot.embeddings import Embedder
+from rag_bot.prompts import detect_language
 from rag_bot.store import SearchHit, SearchQuery, VectorStore
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class RetrievalOptions:
     text_weight: float = 0.2
     rerank_candidates: int = 20
     text_scope: Literal["all", "candidates"] = "candidates"
+    # Full text ranks only chunks in the question's language (see SearchQuery.language); measured on
+    # XQuAD dev across languages in docs/EVALUATION.md.
+    text_same_language: bool = True
 
 
 class Reranker(Protocol):
@@ -104,6 +108,7 @@ def search_chunks(
         vector_weight=opts.vector_weight,
         text_weight=opts.text_weight,
         text_scope=opts.text_scope,
+        language=detect_language(question) if opts.text_same_language else None,
     )
     hits = store.search(query)
     if reranker is not None and hits:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
 from rag_bot.config import Settings
@@ -86,6 +87,41 @@ def build_eval_embedder(settings: Settings, choice: str = "auto") -> tuple[Embed
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Every non-blank line of a JSON-lines file, parsed; the eval sets' one format."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+SPLITS = ("all", "tuning", "report")
+
+
+def splits_file_for(jsonl: Path) -> Path:
+    """Where a set's committed split lives: `<dir>/splits/<stem>.json` beside the JSONL."""
+    return jsonl.parent / "splits" / f"{jsonl.stem}.json"
+
+
+def select_split(
+    items: list[dict[str, Any]], jsonl: Path, split: str, splits_file: Path | None = None
+) -> list[dict[str, Any]]:
+    """The items of one part of a set ("tuning" or "report"; "all" keeps every item).
+
+    Tune on "tuning", report "report": the parts are fixed by committed ids, so a number on the
+    report part never comes from fitting its own messages.
+    """
+    if split == "all":
+        return items
+    if split not in SPLITS:
+        raise click.BadParameter(f"split must be one of {', '.join(SPLITS)}")
+    path = splits_file or splits_file_for(jsonl)
+    if not path.exists():
+        raise click.ClickException(
+            f"{jsonl} has no committed split ({path} is missing). Create one with "
+            f"`python knowledge_base/eval/make_splits.py {jsonl}`, or run with --split all."
+        )
+    wanted = set(json.loads(path.read_text(encoding="utf-8"))[split])
+    chosen = [item for item in items if item.get("id") in wanted]
+    if len(chosen) != len(wanted):
+        known = {item.get("id") for item in items}
+        missing = sorted(wanted - known)[:5]
+        raise click.ClickException(f"{path}: ids not in {jsonl}: {', '.join(map(str, missing))} ...")
+    return chosen
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -29,17 +29,21 @@ import click
 import psycopg
 from tqdm import tqdm
 
+from rag_bot.assistant.routing import Router
 from rag_bot.config import Settings, get_settings
 from rag_bot.documents.retrieval import RetrievalOptions, search_chunks
 from rag_bot.embeddings import Embedder
 from rag_bot.evaluation.common import (
     RESULTS_DIR,
+    SPLITS,
     CachedEmbedder,
     build_eval_embedder,
     format_table,
     read_jsonl,
+    select_split,
     write_json,
 )
+from rag_bot.profiles import DEFAULT_PROFILES_FILE, load_profiles
 from rag_bot.prompts import detect_language
 from rag_bot.store import ChunkRecord, DocumentRecord, VectorStore
 
@@ -67,6 +71,7 @@ class Question:
     gold: frozenset[str]  # passage keys that count as a hit
     audience: str = "internal"
     refuse: bool = False  # hit = nothing internal returned
+    domain: str | None = None  # the gold domain, when the set has one
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -106,9 +111,9 @@ def load_squad(questions_file: Path, corpus_file: Path | None = None) -> tuple[l
     return passages, questions
 
 
-def load_docs_qa(path: Path, docs_root: Path) -> list[Question]:
+def load_docs_qa(path: Path, docs_root: Path, split: str = "all", splits_file: Path | None = None) -> list[Question]:
     questions = []
-    for item in read_jsonl(path):
+    for item in select_split(read_jsonl(path), path, split, splits_file):
         questions.append(
             Question(
                 id=item["id"],
@@ -117,6 +122,7 @@ def load_docs_qa(path: Path, docs_root: Path) -> list[Question]:
                 gold=frozenset(str((docs_root / g).resolve()) for g in item["gold_docs"]),
                 audience=item.get("audience_of_asker", "internal"),
                 refuse=item.get("expected") == "refuse",
+                domain=item.get("domain"),
             )
         )
     return questions
@@ -224,6 +230,37 @@ def ours(store: VectorStore, embedder: Embedder, options: RetrievalOptions) -> R
     return retrieve
 
 
+def routed(store: VectorStore, embedder: Embedder, options: RetrievalOptions, router: Router, mode: str) -> Retrieve:
+    """Retrieval after routing, as the assistant does it: "top1" searches the router's first domain,
+    "routed" its domains (several when unsure); both then fall back to all domains when nothing is found."""
+
+    def retrieve(q: Question, k: int) -> list[tuple[str, str]]:
+        route = router.classify(q.text)
+        domains = list(route.domains[:1] if mode == "top1" else route.domains) or None
+        hits = search_chunks(q.text, store=store, embedder=embedder, audience=q.audience, domains=domains, top_k=k,
+                             options=options, embedding=route.embedding)
+        if not hits and domains:
+            hits = search_chunks(q.text, store=store, embedder=embedder, audience=q.audience, top_k=k,
+                                 options=options, embedding=route.embedding)
+        return [(h.source, h.audience) for h in hits]
+
+    return retrieve
+
+
+def domain_accuracy(router: Router, questions: Sequence[Question]) -> dict[str, float]:
+    """Top-1 domain accuracy and gold-domain-among-routed share over questions with a gold domain."""
+    with_domain = [q for q in questions if q.domain and not q.refuse]
+    routes = [router.classify(q.text) for q in with_domain]
+    n = max(len(with_domain), 1)
+    return {
+        "n": len(with_domain),
+        "top1": sum(r.domains[:1] == (q.domain,) for q, r in zip(with_domain, routes, strict=True)) / n,
+        "in_routed": sum(q.domain in r.domains for q, r in zip(with_domain, routes, strict=True)) / n,
+        "mean_domains": sum(len(r.domains) for r in routes) / n,
+        "intent_docs": sum(r.intent == "docs" for r in routes) / n,
+    }
+
+
 def llamaindex_baseline(passages: Sequence[Passage], embedder: Embedder) -> Retrieve:
     """llama-index's plain VectorStoreIndex (SimpleVectorStore) with our embedder wrapped."""
     try:
@@ -309,6 +346,12 @@ def _parse_ks(value: str) -> list[int]:
     show_default=True,
     help="Full text re-ranks the vector candidates, or searches every chunk.",
 )
+@click.option(
+    "--text-same-language/--text-any-language",
+    default=RetrievalOptions.text_same_language,
+    show_default=True,
+    help="Full text ranks only chunks in the question's language, or every chunk.",
+)
 @click.option("--rrf-k", type=int, default=RetrievalOptions.rrf_k, show_default=True)
 @click.option("--candidates", type=int, default=RetrievalOptions.candidates, show_default=True)
 @click.option(
@@ -318,6 +361,31 @@ def _parse_ks(value: str) -> list[int]:
     default="auto",
     show_default=True,
     help="auto: FastE5 when it loads, else the configured embedder.",
+)
+@click.option(
+    "--route",
+    "route_profile",
+    default=None,
+    help="Also retrieve after routing with this bot profile (--jsonl only): top-1 domain and routed domains.",
+)
+@click.option(
+    "--domain-coverage",
+    type=float,
+    default=None,
+    help="Override router.domain_coverage for --route (0 = one domain, or two when close).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default="all",
+    show_default=True,
+    help="Part of a --jsonl set: tuning (tune on it), report (report it), all.",
+)
+@click.option(
+    "--splits-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Committed ids of the parts (default: splits/<set>.json beside the JSONL).",
 )
 @click.option(
     "--out",
@@ -334,14 +402,21 @@ def docs(
     baseline: str,
     text_weight: float,
     text_scope: str,
+    text_same_language: bool,
     rrf_k: int,
     candidates: int,
     embedder_choice: str,
+    route_profile: str | None,
+    domain_coverage: float | None,
+    split: str,
+    splits_file: Path | None,
     out: Path | None,
 ) -> None:
     """Retrieval recall@k and MRR per language, optionally beside a llama-index baseline."""
     if (squad is None) == (jsonl is None):
         raise click.UsageError("Give exactly one of --squad FILE.json or --jsonl FILE.jsonl.")
+    if squad is not None and split != "all":
+        raise click.UsageError("--split applies to a --jsonl set; a SQuAD file is measured whole.")
     settings = get_settings()
     inner, label = build_eval_embedder(settings, embedder_choice)
     embedder = CachedEmbedder(inner, settings.state_dir / "eval_cache" / "docs_embeddings.npz")
@@ -350,6 +425,7 @@ def docs(
         rrf_k=rrf_k,
         text_weight=text_weight,
         text_scope=text_scope,  # type: ignore[arg-type]
+        text_same_language=text_same_language,
     )
     runs = []
     with fresh_store(settings, embedder) as store:
@@ -360,16 +436,32 @@ def docs(
         else:
             assert jsonl is not None
             root = (docs_root or settings.knowledge_base_dir / "docs").resolve()
-            questions = load_docs_qa(jsonl, root)
+            questions = load_docs_qa(jsonl, root, split, splits_file)
             passages = ingest_knowledge_base(store, embedder, root)
-            set_name = jsonl.stem
+            set_name = jsonl.stem + ("" if split == "all" else f" ({split})")
         embedder.save()
         runs.append(run_retrieval("rag_bot hybrid", questions, ours(store, embedder, options), ks))
         if baseline == "llamaindex":
             runs.append(run_retrieval("llama-index vector", questions, llamaindex_baseline(passages, embedder), ks))
+        routing: dict[str, float] | None = None
+        if route_profile is not None:
+            if jsonl is None:
+                raise click.UsageError("--route needs a --jsonl set (its questions carry gold domains).")
+            config = load_profiles(DEFAULT_PROFILES_FILE)
+            if domain_coverage is not None:
+                router_config = config.router.model_copy(update={"domain_coverage": domain_coverage})
+                config = config.model_copy(update={"router": router_config})
+            bot = Router(config, config.profile(route_profile), embedder, relevance=None)
+            routing = domain_accuracy(bot, questions)
+            for mode in ("top1", "routed"):
+                retrieve = routed(store, embedder, options, bot, mode)
+                runs.append(run_retrieval(f"rag_bot {mode} domain", questions, retrieve, ks))
     embedder.save()
     if out is None:
-        suffix = "" if jsonl is not None else "_" + set_name.replace(" over ", "_over_").replace(".", "_")
+        if jsonl is not None:
+            suffix = "" if split == "all" else f"_{split}"
+        else:
+            suffix = "_" + set_name.replace(" over ", "_over_").replace(".", "_")
         out = RESULTS_DIR / f"eval_docs{suffix}.json"
     payload = {
         "kind": "docs",
@@ -379,6 +471,8 @@ def docs(
         "questions": len(questions),
         "options": options.__dict__,
         "ks": ks,
+        "routing": routing,
+        "domain_coverage": domain_coverage,
         "runs": runs,
     }
     write_json(out, payload)
@@ -389,6 +483,8 @@ def docs(
         for language, m in run["metrics"].items():
             rows.append([run["system"], language, int(m["n"]), *(m[f"recall@{k}"] for k in ks), m["mrr"]])
     click.echo(format_table(headers, rows))
+    if routing is not None:
+        click.echo(f"routing ({route_profile}, fast path): " + ", ".join(f"{k} {v:.3f}" for k, v in routing.items()))
     click.echo(f"wrote {out}")
 
 

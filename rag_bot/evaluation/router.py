@@ -18,19 +18,22 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from rag_bot.assistant.routing import Router
+from rag_bot.assistant.routing import Relevance, Router
 from rag_bot.config import Settings, get_settings
+from rag_bot.embeddings import Embedder
 from rag_bot.evaluation.common import (
     RESULTS_DIR,
+    SPLITS,
     CachedEmbedder,
     build_eval_embedder,
     format_table,
     percentile,
     read_jsonl,
+    select_split,
     write_json,
 )
 from rag_bot.llm.base import LLMClient
-from rag_bot.profiles import DEFAULT_PROFILES_FILE, INTENTS, load_profiles
+from rag_bot.profiles import DEFAULT_PROFILES_FILE, INTENTS, Profile, ProfilesConfig, load_profiles
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +46,16 @@ def load_router_items(path: Path) -> list[dict[str, Any]]:
     return items
 
 
-def evaluate_router(router: Router, items: list[dict[str, Any]], *, progress: bool = True) -> dict[str, Any]:
-    """Route every item once; returns metrics plus one record per item."""
+def evaluate_router(
+    router: Router, items: list[dict[str, Any]], *, progress: bool = True, relevance: Relevance | None = None
+) -> dict[str, Any]:
+    """Route every item once; returns metrics plus one record per item (with the best document
+    similarity when `relevance` is given, for calibrating `router.min_relevance`)."""
     records = []
     for item in tqdm(items, desc="router", unit="msg", disable=not progress):
         route = router.classify(item["message"])
         gold_domain = item.get("domain")
+        best = relevance(route.embedding) if relevance is not None and route.embedding is not None else None
         records.append(
             {
                 "id": item.get("id"),
@@ -66,6 +73,7 @@ def evaluate_router(router: Router, items: list[dict[str, Any]], *, progress: bo
                 "intent_confidence": round(route.intent_confidence, 4),
                 "domain_confidence": round(route.domain_confidence, 4),
                 "latency_ms": round(route.latency_s * 1000, 2),
+                "relevance": None if best is None else round(best, 4),
             }
         )
     return {"metrics": router_metrics(records), "items": records}
@@ -87,9 +95,16 @@ def router_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
             "intent_accuracy": sum(r["intent_ok"] for r in subset) / len(subset),
             "domain_accuracy": sum(r["domain_ok"] for r in dom) / len(dom) if dom else float("nan"),
         }
+    oos = [r for r in records if r["gold_intent"] == "out_of_scope"]
+    in_scope = [r for r in records if r["gold_intent"] in ("docs", "sql", "chart")]
     return {
         "n": len(records),
         "intent_accuracy": sum(r["intent_ok"] for r in records) / len(records),
+        # Out of scope recognised, and in-scope questions wrongly refused as out of scope.
+        "out_of_scope_recall": sum(r["intent"] == "out_of_scope" for r in oos) / len(oos) if oos else None,
+        "false_refusal_rate": (
+            sum(r["intent"] == "out_of_scope" for r in in_scope) / len(in_scope) if in_scope else None
+        ),
         "domain_accuracy": sum(r["domain_ok"] for r in with_domain) / len(with_domain) if with_domain else None,
         "domain_in_routed_share": (
             sum(r["domain_in_routed"] for r in with_domain) / len(with_domain) if with_domain else None
@@ -146,6 +161,41 @@ def _llm_for_eval(settings: Settings, mode: str) -> Iterator[tuple[LLMClient | N
         server.stop()
 
 
+def _router_variant(
+    config: ProfilesConfig, classifier: str, training_file: str, min_relevance: float | None
+) -> ProfilesConfig:
+    """The profiles file with the router's knobs overridden for a comparison run."""
+    update: dict[str, Any] = {}
+    if classifier != "profile":
+        update["classifier"] = classifier
+    if training_file == "none":
+        update["training_file"] = None
+    elif training_file != "profile":
+        path = Path(training_file)
+        if not path.is_file():
+            raise click.BadParameter(f"{path} is not a file", param_hint="--training-file")
+        update["training_file"] = path.resolve()
+    if min_relevance is not None:
+        update["min_relevance"] = min_relevance or None
+    return config.model_copy(update={"router": config.router.model_copy(update=update)})
+
+
+@contextmanager
+def _evidence(
+    settings: Settings, embedder: Embedder, kb_root: Path | None, profile: Profile
+) -> Iterator[Relevance | None]:
+    """With --kb: the documents ingested into a throwaway store, and the router's relevance over them."""
+    if kb_root is None:
+        yield None
+        return
+    from rag_bot.evaluation.docs import fresh_store, ingest_knowledge_base
+    from rag_bot.wiring import document_relevance
+
+    with fresh_store(settings, embedder) as store:
+        ingest_knowledge_base(store, embedder, kb_root.resolve())
+        yield document_relevance(store, profile)
+
+
 @click.command("router")
 @click.option(
     "--jsonl",
@@ -178,31 +228,91 @@ def _llm_for_eval(settings: Settings, mode: str) -> Iterator[tuple[LLMClient | N
     help="auto: FastE5 when it loads, else the configured embedder.",
 )
 @click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default="all",
+    show_default=True,
+    help="Part of the set: tuning (tune on it), report (report it), all.",
+)
+@click.option(
+    "--splits-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Committed ids of the parts (default: splits/<set>.json beside the JSONL).",
+)
+@click.option(
+    "--classifier",
+    type=click.Choice(["profile", "logreg", "prototypes"]),
+    default="profile",
+    show_default=True,
+    help="Fast-path model: the profiles file's `router.classifier`, or override it.",
+)
+@click.option(
+    "--training-file",
+    default="profile",
+    show_default=True,
+    help="Generated examples: 'profile' (the profiles file's), 'none', or a JSONL path.",
+)
+@click.option(
+    "--kb",
+    "kb_root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Documents to ingest into a fresh store as the out-of-scope evidence (router.min_relevance).",
+)
+@click.option(
+    "--min-relevance",
+    type=float,
+    default=None,
+    help="Override router.min_relevance (needs --kb); 0 turns the check off.",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=RESULTS_DIR / "eval_router.json",
     show_default=True,
 )
-def router(jsonl: Path, profile: str, profiles_file: Path, llm_mode: str, embedder_choice: str, out: Path) -> None:
+def router(
+    jsonl: Path,
+    profile: str,
+    profiles_file: Path,
+    llm_mode: str,
+    embedder_choice: str,
+    split: str,
+    splits_file: Path | None,
+    classifier: str,
+    training_file: str,
+    kb_root: Path | None,
+    min_relevance: float | None,
+    out: Path,
+) -> None:
     """Intent and domain accuracy of the router, its confusion matrix, slow-path share and latency."""
     settings = get_settings()
-    config = load_profiles(profiles_file)
+    config = _router_variant(load_profiles(profiles_file), classifier, training_file, min_relevance)
+    bot_profile = config.profile(profile)
     inner, label = build_eval_embedder(settings, embedder_choice)
     embedder = CachedEmbedder(inner, settings.state_dir / "eval_cache" / "router_embeddings.npz")
-    items = load_router_items(jsonl)
-    with _llm_for_eval(settings, llm_mode) as (llm, llm_label):
+    items = select_split(load_router_items(jsonl), jsonl, split, splits_file)
+    with _evidence(settings, embedder, kb_root, bot_profile) as relevance, _llm_for_eval(settings, llm_mode) as (
+        llm,
+        llm_label,
+    ):
         started = time.perf_counter()
-        bot = Router(config, config.profile(profile), embedder, llm=llm)
+        bot = Router(config, bot_profile, embedder, llm=llm, relevance=relevance)
         build_s = time.perf_counter() - started
-        result = evaluate_router(bot, items)
+        result = evaluate_router(bot, items, relevance=relevance)
     embedder.save()
     metrics = result["metrics"]
     payload = {
         "kind": "router",
         "set": str(jsonl),
+        "split": split,
         "profile": profile,
         "embedder": label,
         "llm": llm_label,
+        "classifier": config.router.classifier,
+        "training_file": str(config.router.training_file) if config.router.training_file else None,
+        "min_relevance": config.router.min_relevance if kb_root else None,
         "router_build_s": round(build_s, 2),
         **result,
     }
@@ -211,12 +321,15 @@ def router(jsonl: Path, profile: str, profiles_file: Path, llm_mode: str, embedd
     lat = metrics["latency_ms"]
     click.echo(
         format_table(
-            ["intent acc", "domain acc", "gold in routed", "slow share", "p50 ms", "p95 ms", "fast p50", "slow p50"],
+            ["intent acc", "domain acc", "gold in routed", "oos recall", "false refusals", "slow share", "p50 ms",
+             "p95 ms", "fast p50", "slow p50"],
             [
                 [
                     metrics["intent_accuracy"],
                     metrics["domain_accuracy"],
                     metrics["domain_in_routed_share"],
+                    metrics["out_of_scope_recall"],
+                    metrics["false_refusal_rate"],
                     metrics["slow_path_share"],
                     lat["all_p50"],
                     lat["all_p95"],

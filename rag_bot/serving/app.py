@@ -22,9 +22,9 @@ from rag_bot.api.keys import load_keys
 from rag_bot.assistant.respond import Services
 from rag_bot.config import Settings
 from rag_bot.db import store_url
-from rag_bot.serving.guards import ASGIApp, OpsTokenGuard, ProxyHeaderGuard
 from rag_bot.observability import install_request_id_logging
 from rag_bot.profiles import get_profiles
+from rag_bot.serving.guards import ASGIApp, OpsTokenGuard, ProxyHeaderGuard
 from rag_bot.ui.users import refuse_demo_passwords
 from rag_bot.wiring import close_shared_components, shared_components
 
