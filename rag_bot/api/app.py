@@ -44,6 +44,7 @@ from rag_bot.api.keys import ApiKey, KeyRing
 from rag_bot.api.ratelimit import RateLimiter
 from rag_bot.assistant import Reply, Services, astream_text, remember, respond, stream_text
 from rag_bot.errors import DatabaseUnavailable, LLMUnavailable
+from rag_bot.formatting import format_cell
 from rag_bot.language import detect_language
 from rag_bot.observability import (
     REJECTED,
@@ -119,6 +120,9 @@ class AskResponse(BaseModel):
     sql: str | None = None
     columns: list[str] | None = None
     rows: list[list[Any]] | None = None
+    rows_formatted: list[list[str | None]] | None = Field(
+        default=None, description="The same rows as text to show: grouped digits, dates as dates, in `language`."
+    )
     chart_png_base64: str | None = None
 
 
@@ -345,8 +349,18 @@ class _Turn:
             **self.route_event(reply), answer=text, sources=sources_of(reply),
             sql=reply.sql, columns=list(reply.columns) if reply.sql else None,
             rows=[[jsonable(v) for v in row] for row in reply.rows] if reply.sql else None,
+            rows_formatted=formatted_rows(reply) if reply.sql else None,
             chart_png_base64=base64.b64encode(reply.chart_png).decode("ascii") if reply.chart_png else None,
         )
+
+
+def formatted_rows(reply: Reply) -> list[list[str | None]]:
+    """The rows as the chat's table shows them (rag_bot.formatting), in the reply's language."""
+    def text(value: Any, column: str) -> str | None:
+        shown = format_cell(value, column, reply.route.language)
+        return None if shown is None else str(jsonable(shown))
+
+    return [[text(v, c) for v, c in zip(row, reply.columns, strict=False)] for row in reply.rows]
 
 
 def sources_of(reply: Reply) -> list[Source]:

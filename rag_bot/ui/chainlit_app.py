@@ -224,7 +224,7 @@ async def _render(reply: Reply, message: cl.Message) -> str:
         await render_sql(reply.sql, reply.route.language)
     elements = list(message.elements or [])
     if reply.columns and reply.rows:
-        elements.append(render_table(reply.columns, reply.rows))
+        elements.append(render_table(reply.columns, reply.rows, language=reply.route.language))
     if reply.chart_png:
         # Sent with the message (shown live from the session's files); kept in history by the data layer.
         elements.append(render_chart(reply.chart_png))

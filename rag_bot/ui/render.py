@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, time
 from typing import TYPE_CHECKING
 
 import chainlit as cl
 
 from rag_bot import prompts
 from rag_bot.errors import DatabaseUnavailable, LLMUnavailable, RagBotError
+from rag_bot.formatting import format_cell
 from rag_bot.retrieval import Citation
 from rag_bot.sessions import jsonable
 
@@ -48,29 +48,29 @@ async def render_sql(sql: str, language: str) -> None:
         step.output = f"```sql\n{sql}\n```"
 
 
-def table_cell(value: object) -> object:
-    """A result value as the table shows it.
+def table_cell(value: object, column: str = "", language: str = "en") -> object:
+    """A result value as the table shows it (rag_bot.formatting): grouped digits, dates as people write them.
 
-    Chainlit sends the frame as JSON with ISO timestamps, so a date would read "2024-01-01T00:00:00.000":
-    dates and times become the text a person writes. Everything else goes through `jsonable`, as the
-    API's rows do (Decimals stay numbers, as floats).
+    Chainlit sends the frame as JSON with ISO timestamps, so a raw date would read
+    "2024-01-01T00:00:00.000" and a Decimal `382558448.90` would lose its grouping; anything else that
+    is not plain JSON goes through `jsonable`, as the API's rows do.
     """
-    if isinstance(value, datetime):
-        if value.time() == time() and value.tzinfo is None:
-            return value.date().isoformat()
-        return value.strftime("%Y-%m-%d %H:%M:%S" if value.second else "%Y-%m-%d %H:%M")
-    return jsonable(value)
+    shown = format_cell(value, column, language)
+    return shown if isinstance(shown, str) or shown is None else jsonable(shown)
 
 
-def result_frame(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50) -> pd.DataFrame:
+def result_frame(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50,
+                 language: str = "en") -> pd.DataFrame:
     """The first `limit` result rows as the frame the chat's table element shows."""
     import pandas as pd
 
-    return pd.DataFrame([[table_cell(v) for v in r] for r in rows[:limit]], columns=list(columns))
+    return pd.DataFrame([[table_cell(v, c, language) for v, c in zip(r, columns, strict=False)] for r in rows[:limit]],
+                        columns=list(columns))
 
 
-def render_table(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50) -> cl.Dataframe:
-    return cl.Dataframe(data=result_frame(columns, rows, limit), name="result", display="inline")
+def render_table(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50,
+                 language: str = "en") -> cl.Dataframe:
+    return cl.Dataframe(data=result_frame(columns, rows, limit, language), name="result", display="inline")
 
 
 def render_chart(png: bytes) -> cl.Image:
