@@ -74,7 +74,8 @@ def build_backend(settings: Settings, pool: ConnectionPool | ConversationPool) -
         return shared_components(settings).services(profile)  # type: ignore[no-any-return]
 
     return Backend(profiles=profiles, services=services, connection=pool.connection, keys=keys,
-                   rate_per_minute=settings.api_rate_per_minute, keep_turns=settings.conversation_turns_kept)
+                   rate_per_minute=settings.api_rate_per_minute, keep_turns=settings.conversation_turns_kept,
+                   sources_root=settings.documents_root)
 
 
 def create_server_app(settings: Settings, *, chat: bool = True) -> FastAPI:

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -57,6 +58,7 @@ from rag_bot.observability import (
 from rag_bot.profiles import ProfilesConfig
 from rag_bot.routing import Conversation
 from rag_bot.sessions import DEFAULT_KEEP_TURNS, append_turn, jsonable, load_conversation
+from rag_bot.sources import display_source
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class Backend:
         keys: the API keys.
         rate_per_minute: the default per-key limit.
         keep_turns: turns kept per conversation.
+        sources_root: the documents folder sources are shown relative to.
     """
 
     profiles: ProfilesConfig
@@ -83,6 +86,7 @@ class Backend:
     keys: KeyRing
     rate_per_minute: int = 60
     keep_turns: int = DEFAULT_KEEP_TURNS
+    sources_root: Path | None = None  # sources are shown relative to it (rag_bot.sources)
 
 
 # -- request and response bodies ------------------------------------------------------------------
@@ -100,7 +104,8 @@ class AskRequest(BaseModel):
 class Source(BaseModel):
     number: int = Field(description="The [n] the answer cites.")
     title: str
-    source: str = Field(description="The document's path or URL in the knowledge base.")
+    source: str = Field(description="The document's path in the knowledge base (relative to its documents "
+                        "folder), or its URL.")
     section: str | None = None
     page: int | None = None
 
@@ -346,7 +351,7 @@ class _Turn:
 
     def response(self, reply: Reply, text: str) -> AskResponse:
         return AskResponse(
-            **self.route_event(reply), answer=text, sources=sources_of(reply),
+            **self.route_event(reply), answer=text, sources=sources_of(reply, self.backend.sources_root),
             sql=reply.sql, columns=list(reply.columns) if reply.sql else None,
             rows=[[jsonable(v) for v in row] for row in reply.rows] if reply.sql else None,
             rows_formatted=formatted_rows(reply) if reply.sql else None,
@@ -363,9 +368,9 @@ def formatted_rows(reply: Reply) -> list[list[str | None]]:
     return [[text(v, c) for v, c in zip(row, reply.columns, strict=False)] for row in reply.rows]
 
 
-def sources_of(reply: Reply) -> list[Source]:
-    return [Source(number=c.number, title=c.title, source=c.source, section=c.section or None, page=c.page)
-            for c in reply.citations]
+def sources_of(reply: Reply, root: Path | None = None) -> list[Source]:
+    return [Source(number=c.number, title=c.title, source=display_source(c.source, root), section=c.section or None,
+                   page=c.page) for c in reply.citations]
 
 
 async def _events(turn: _Turn) -> AsyncIterator[dict[str, str]]:
@@ -383,7 +388,7 @@ async def _events(turn: _Turn) -> AsyncIterator[dict[str, str]]:
             yield event("token", {"text": piece})
         text = "".join(pieces)
         await run_in_threadpool(turn.finish, reply, text)
-        yield event("sources", {"sources": [s.model_dump() for s in sources_of(reply)]})
+        yield event("sources", {"sources": [s.model_dump() for s in sources_of(reply, turn.backend.sources_root)]})
         yield event("done", turn.response(reply, text).model_dump())
     except Exception as exc:  # noqa: BLE001 - the stream has started: report in-band
         error = to_api_error(exc, turn.language)

@@ -43,6 +43,7 @@ from rag_bot.assistant import stream_text
 from rag_bot.language import detect_language
 from rag_bot.observability import observe_error
 from rag_bot.sessions import jsonable
+from rag_bot.sources import display_source
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,8 @@ def create_mcp_server(backend: Backend) -> BotMCP:
             hits = search_chunks(query, store=services.store, embedder=services.embedder, audience=profile.audience,
                                  domains=list(profile.domains), top_k=top_k, reranker=services.reranker)
             citations = pack_context(hits, services.budget_tokens * 2)
-            return [Passage(number=c.number, title=c.title, source=c.source, section=c.section or None,
+            return [Passage(number=c.number, title=c.title, source=display_source(c.source, backend.sources_root),
+                            section=c.section or None,
                             page=c.page, passage=c.passage, domain=c.domain) for c in citations]
 
         return await _guarded(search, detect_language(query))

@@ -215,7 +215,7 @@ async def _render(reply: Reply, message: cl.Message) -> str:
             async for token in parts.llm.astream(reply.prepared.messages):
                 await message.stream_token(token)
             generated = message.content
-        footer, elements = render_sources(reply.citations, reply.route.language)
+        footer, elements = render_sources(reply.citations, reply.route.language, get_settings().documents_root)
         message.content += footer
         message.elements = elements  # type: ignore[assignment]
     if reply.text:

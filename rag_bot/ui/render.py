@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 import chainlit as cl
@@ -13,6 +14,7 @@ from rag_bot.errors import DatabaseUnavailable, LLMUnavailable, RagBotError
 from rag_bot.formatting import format_cell
 from rag_bot.retrieval import Citation
 from rag_bot.sessions import jsonable
+from rag_bot.sources import display_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,14 +32,18 @@ def citation_label(citation: Citation) -> str:
     return f"[{citation.number}] {citation.title}{where}{page}"
 
 
-def render_sources(citations: Sequence[Citation], language: str) -> tuple[str, list[cl.Text]]:
-    """A 'Sources' footer for the message and one side element per source with its passage."""
+def source_panel(citation: Citation, root: PurePath | None = None) -> str:
+    """The side panel of one source: the passage, then the document's title and knowledge-base path."""
+    return f"{citation.passage}\n\n— {citation.title} · `{display_source(citation.source, root)}`"
+
+
+def render_sources(citations: Sequence[Citation], language: str,
+                   root: PurePath | None = None) -> tuple[str, list[cl.Text]]:
+    """A 'Sources' footer for the message and one side element per source: its passage, then the
+    document's title and its path in the knowledge base (never the server's absolute path)."""
     if not citations:
         return "", []
-    elements = [
-        cl.Text(name=citation_label(c), content=f"{c.passage}\n\n— {c.source}", display="side")
-        for c in citations
-    ]
+    elements = [cl.Text(name=citation_label(c), content=source_panel(c, root), display="side") for c in citations]
     footer = f"\n\n**{prompts.text('sources', language)}:** " + ", ".join(e.name for e in elements)
     return footer, elements
 
