@@ -318,8 +318,12 @@ def test_data_answer_shows_a_table_and_a_follow_up_chart_an_image(page: Page, ap
 
 
 def _shown_value(text: str) -> object:
-    """A table cell as the chat shows it, back to a number when it is one ("73,799,303" -> 73799303.0)."""
-    compact = re.sub(r"[\s\u00a0\u202f,]", "", text)
+    """A table cell as the chat shows it, back to a number when it is one ("73,799,303" -> 73799303.0,
+    "499 373 664,50" -> 499373664.5)."""
+    compact = re.sub(r"[\s\u00a0\u202f]", "", text).replace("\u2212", "-")
+    if re.fullmatch(r"-?\d+,\d{1,2}", compact):  # Russian: "499 373 664,50"
+        compact = compact.replace(",", ".")
+    compact = compact.replace(",", "")  # English grouping: "73,799,303.00"
     return float(compact) if re.fullmatch(r"-?\d+(\.\d+)?", compact) else text
 
 
