@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rag_bot import prompts
@@ -40,12 +40,14 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def build_messages(question: str, citations: Sequence[Citation], language: str) -> list[ChatMessage]:
+def build_messages(question: str, citations: Sequence[Citation], language: str,
+                   system: Mapping[str, str] | None = None) -> list[ChatMessage]:
+    """The document-answer prompt; `system` (per language) is a profile's own instructions."""
     context = "\n\n".join(
         f"[{c.number}] {c.title}{' — ' + c.section if c.section else ''}\n{c.passage}" for c in citations
     )
     return [
-        ChatMessage("system", prompts.DOCS_SYSTEM[language]),
+        ChatMessage("system", (system or prompts.DOCS_SYSTEM).get(language) or prompts.DOCS_SYSTEM[language]),
         ChatMessage("user", prompts.DOCS_USER[language].format(context=context, question=question)),
     ]
 
@@ -61,8 +63,10 @@ def prepare_answer(
     budget_tokens: int = 1800,
     language: str | None = None,
     reranker: Reranker | None = None,
+    system: Mapping[str, str] | None = None,
 ) -> PreparedAnswer:
-    """Retrieve what the user may see and build the prompt (in `language`, else the question's)."""
+    """Retrieve what the user may see and build the prompt (in `language`, else the question's);
+    `system` is the profile's system prompt per language (default: prompts.DOCS_SYSTEM)."""
     language = language or detect_language(question)
     started = time.perf_counter()
     hits = search_chunks(question, store=store, embedder=embedder, audience=audience, domains=domains, top_k=top_k,
@@ -71,7 +75,8 @@ def prepare_answer(
     timings = {"retrieve_s": time.perf_counter() - started}
     if not citations:
         return PreparedAnswer(question, language, [], [], prompts.text("no_sources", language), timings)
-    return PreparedAnswer(question, language, citations, build_messages(question, citations, language), None, timings)
+    return PreparedAnswer(question, language, citations, build_messages(question, citations, language, system), None,
+                          timings)
 
 
 def stream_answer(prepared: PreparedAnswer, llm: LLMClient) -> Iterator[str]:

@@ -19,7 +19,7 @@ from rag_bot import prompts
 from rag_bot.answer import PreparedAnswer, prepare_answer, stream_answer
 from rag_bot.embeddings import Embedder
 from rag_bot.llm.base import ChatMessage, LLMClient
-from rag_bot.profiles import Profile
+from rag_bot.profiles import Profile, in_language
 from rag_bot.retrieval import Citation
 from rag_bot.routing import Conversation, Route, Router
 from rag_bot.store import VectorStore
@@ -86,9 +86,11 @@ def respond(
     reply.escalate = route.sentiment == "angry" or wants_human(message)
     language = route.language
     if route.intent == "smalltalk":
-        reply.text = prompts.text("smalltalk", language)
+        greeting = profile.greeting
+        reply.text = in_language(greeting, language) if greeting else prompts.text("smalltalk", language)
     elif route.intent == "out_of_scope":
-        reply.text = prompts.text("out_of_scope", language)
+        refuse = profile.instructions.refuse
+        reply.text = in_language(refuse, language) if refuse else prompts.text("out_of_scope", language)
     elif not route.permitted:
         reply.text = prompts.text("not_permitted", language)
     elif route.clarifying_question:
@@ -99,6 +101,7 @@ def respond(
                 _standalone(message, conversation), store=services.store, embedder=services.embedder,
                 audience=profile.audience, domains=domains, top_k=services.top_k,
                 budget_tokens=services.budget_tokens, language=requested_language, reranker=services.reranker,
+                system=profile.docs_system(prompts.DOCS_SYSTEM),
             )
 
         reply.prepared = search(list(route.domains) or None)

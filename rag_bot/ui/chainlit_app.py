@@ -23,8 +23,9 @@ from rag_bot.chat_history import AnswerMeta, add_rated_example, conversation_fro
 from rag_bot.config import get_settings
 from rag_bot.db import connect, store_url
 from rag_bot.language import detect_language
+from rag_bot.llm.base import LLMClient
 from rag_bot.observability import error_kind, new_request_id, observe_error, observe_question, request_id_var
-from rag_bot.profiles import get_profiles
+from rag_bot.profiles import get_profiles, in_language
 from rag_bot.routing import Conversation
 from rag_bot.ui.auth import (
     allowed_profiles,
@@ -37,22 +38,6 @@ from rag_bot.ui.render import render_chart, render_error, render_sources, render
 from rag_bot.wiring import Components, shared_components
 
 logger = logging.getLogger(__name__)
-
-STARTERS = {
-    "analyst": [
-        ("Сколько дней отпуска?", "Сколько дней отпуска положено сотруднику?"),
-        ("Выручка по регионам", "Выручка по регионам за прошлый квартал"),
-        ("Top customers 2024", "top 5 customers by revenue in 2024"),
-        ("График выручки", "Построй график выручки по месяцам за 2024 год"),
-    ],
-    "support": [
-        ("Laptop returns", "What is the return period for a laptop?"),
-        ("Гарантия", "Какой гарантийный срок на ноутбуки?"),
-        ("Support hours", "When is customer support available?"),
-        ("Доставка", "Сколько стоит доставка по Москве?"),
-    ],
-}
-
 
 def components() -> Components:
     """Built on first use (not at import), so a dead database gives a chat message, not a crash.
@@ -144,12 +129,22 @@ if _settings.support_demo_page:
 # -- profiles --------------------------------------------------------------------------------------
 @cl.set_chat_profiles
 async def chat_profiles(current_user: cl.User | None = None, language: str | None = None) -> list[cl.ChatProfile]:
+    """The profiles this user may pick, with their description and starters from profiles.yaml, in the
+    interface's language (the browser's, as Chainlit passes it), else the account's."""
     config = get_profiles(get_settings().profiles_file)
-    return [
-        cl.ChatProfile(name=name, markdown_description=config.profiles[name].description,
-                       starters=[cl.Starter(label=label, message=text) for label, text in STARTERS.get(name, [])])
-        for name in allowed_profiles(current_user, config.profiles)
-    ]
+    if language:
+        lang = "ru" if language.lower().startswith("ru") else "en"
+    else:
+        lang = user_language(current_user) or "en"
+    profiles = []
+    for name in allowed_profiles(current_user, config.profiles):
+        profile = config.profiles[name]
+        starters = [cl.Starter(label=s.label, message=s.message) for s in profile.starters_for(lang)]
+        title = in_language(profile.name, lang) if profile.name else name
+        description = in_language(profile.description, lang)
+        profiles.append(cl.ChatProfile(name=name, markdown_description=f"**{title}.** {description}".strip(),
+                                       starters=starters))
+    return profiles
 
 
 def session_profile() -> str | None:
@@ -204,15 +199,15 @@ def save_turn(thread_id: str, profile: str, conversation: Conversation) -> None:
         append_turn(conn, thread_id, profile, conversation.turns[-1])
 
 
-async def _render(reply: Reply, message: cl.Message) -> str:
-    """Stream or fill `message` from the reply; returns the text the model wrote ('' when none)."""
-    parts = components()
+async def _render(reply: Reply, message: cl.Message, llm: LLMClient) -> str:
+    """Stream or fill `message` from the reply (with the profile's LLM); returns the text the model
+    wrote ('' when none)."""
     generated = ""
     if reply.prepared is not None:
         if reply.prepared.canned_reply is not None:
             await message.stream_token(reply.prepared.canned_reply)
         else:
-            async for token in parts.llm.astream(reply.prepared.messages):
+            async for token in llm.astream(reply.prepared.messages):
                 await message.stream_token(token)
             generated = message.content
         footer, elements = render_sources(reply.citations, reply.route.language, get_settings().documents_root)
@@ -261,7 +256,7 @@ async def on_message(message: cl.Message) -> None:
         reply = await cl.make_async(respond)(
             message.content, conversation=conversation, profile=profile, services=services, language=language
         )
-        generated = await _render(reply, reply_message)
+        generated = await _render(reply, reply_message, services.llm)
         remember(conversation, message.content, reply, reply_message.content)
         cl.user_session.set("conversation", conversation)
         reply_message.metadata = answer_meta(message.content, profile_name, reply, generated).to_metadata()
