@@ -33,6 +33,7 @@ from rag_bot.analytics.narration import numbers_supported
 from rag_bot.db import ensure_database, with_database
 from rag_bot.demo import DemoLoadReport
 from rag_bot.evaluation.sql import expand_gold_variants, load_jsonl, run_gold, score
+from rag_bot.profiles import load_profiles
 
 CHROMIUM = Path(os.environ.get("RAG_BOT_CHROMIUM") or "/usr/bin/chromium")
 
@@ -225,6 +226,28 @@ def test_wrong_password_is_refused(page: Page, app: App) -> None:
     sign_in(page, app, ("analyst", "not-the-password"))
     page.get_by_text("Unable to sign in").wait_for(state="visible")
     assert page.url.endswith("/login") and page.locator("#chat-input").count() == 0, page.url
+
+
+def test_welcome_screen_shows_the_company_logo_and_the_profiles_starters_and_greeting_from_yaml(
+    page: Page, app: App
+) -> None:
+    support = load_profiles().profile("support")
+    sign_in(page, app, SUPPORT)  # an English interface: the English starters of profiles.yaml
+    for starter in support.starters_for("en"):
+        page.get_by_text(starter.label, exact=True).first.wait_for(state="visible")
+    logo = httpx.get(app.base_url + "/logo?theme=light", timeout=30)
+    assert logo.status_code == 200 and "TechnoSnab" in logo.text  # public/logo_light.svg, not Chainlit's
+    shown = page.locator('img[src*="/logo"]').first
+    shown.wait_for(state="visible")
+    assert shown.evaluate("img => img.complete && img.naturalWidth > 0")
+    target = REPO / "bench" / "results" / "product"
+    target.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target / "welcome-support.png"))
+
+    ask(page, "Hello!")  # smalltalk: the profile's greeting, no LLM
+    page.locator(ANSWER).last.get_by_text(support.greeting["en"][:40]).wait_for(
+        state="visible", timeout=DOCS_TIMEOUT_S * 1000)  # the first question also warms up the router
+    page.screenshot(path=str(target / "greeting-support.png"))
 
 
 def test_support_user_gets_only_the_support_profile(page: Page, app: App) -> None:
