@@ -346,6 +346,23 @@ def serve() -> None:
     click.echo("Stopped.")
 
 
+@main.group()
+def profiles() -> None:
+    """Bot profiles (profiles.yaml): knowledge + instructions + model."""
+
+
+@profiles.command("preview")
+@click.argument("name")
+@_fail_nicely
+def profiles_preview(name: str) -> None:
+    """Show what profile NAME will say and reach: greeting, starters, prompts, refusals, model."""
+    from rag_bot.profile_preview import render_preview
+    from rag_bot.profiles import load_profiles
+
+    settings = _settings()
+    click.echo(render_preview(load_profiles(settings.profiles_file), name, settings))
+
+
 @main.group("api-key")
 def api_key() -> None:
     """Keys for the HTTP API, each bound to a bot profile (only their sha256 is stored)."""

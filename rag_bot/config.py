@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     ui_host: str = "127.0.0.1"
     ui_port: int = 8000
     knowledge_base_dir: Path = PROJECT_ROOT / "knowledge_base"
+    # Sources are shown relative to this folder (never as the server's absolute path). Empty:
+    # knowledge_base_dir/docs, where the demo's documents are.
+    sources_root: Path | None = None
 
     # --- HTTP API and conversations (rag-bot serve) -----------------------------------------------
     # API keys bound to profiles, stored as sha256 (rag_bot/api/keys.py). Empty: state_dir/api_keys.yaml.
@@ -193,6 +196,10 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def documents_root(self) -> Path:
+        return self.sources_root or self.knowledge_base_dir / "docs"
 
     @property
     def api_keys_path(self) -> Path:

@@ -61,13 +61,88 @@ class RouterConfig(_Strict):
     min_relevance: float | None = Field(None, ge=0.0, le=1.0)
 
 
-class Profile(_Strict):
-    """One bot: who it talks to (audience), what it may do (intents) and where it may look (domains)."""
+Language = Literal["ru", "en"]
+PerLanguage = dict[Language, str]
 
-    description: str = ""
+
+def in_language(texts: PerLanguage | str, language: str) -> str:
+    """The text for `language`, else English, else any; a plain string serves every language."""
+    if isinstance(texts, str):
+        return texts
+    return texts.get(language) or texts.get("en") or next(iter(texts.values()), "")  # type: ignore[call-overload]
+
+
+class Starter(_Strict):
+    """A suggested first question on the welcome screen: a short label and the message it sends."""
+
+    label: str = Field(min_length=1, max_length=60)
+    message: str = Field(min_length=1)
+
+
+class Instructions(_Strict):
+    """What the bot is told: its system prompt for document answers, its tone, and what it refuses.
+
+    `system` replaces the built-in document prompt (rag_bot/prompts.py: DOCS_SYSTEM) when set; `tone`
+    is appended to it. `refuse` is what the bot says to an out-of-scope request.
+    """
+
+    system: PerLanguage = Field(default_factory=dict)
+    tone: PerLanguage = Field(default_factory=dict)
+    refuse: PerLanguage = Field(default_factory=dict)
+
+
+class LLMSettings(_Strict):
+    """Per-profile model choice; unset fields use the server's RAG_BOT_LLM_* settings.
+
+    `lora_adapter` is the name vLLM serves an adapter under (`vllm serve ... --lora-modules NAME=PATH`):
+    requests then ask for that name instead of the base model.
+    """
+
+    model: str | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=16, le=8192)
+    lora_adapter: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")
+
+    @property
+    def overrides(self) -> bool:
+        return any(v is not None for v in (self.model, self.temperature, self.max_tokens, self.lora_adapter))
+
+
+class Profile(_Strict):
+    """One bot = knowledge + instructions: who it talks to (audience), what it may do (intents), where it
+    may look (domains), what it says (name, description, greeting, starters, instructions) and with which
+    model (llm)."""
+
+    name: PerLanguage = Field(default_factory=dict)
+    description: PerLanguage | str = ""
     audience: Literal["public", "internal"]
     intents: list[Intent] = Field(min_length=1)
     domains: list[str] = Field(min_length=1)
+    greeting: PerLanguage = Field(default_factory=dict)
+    starters: dict[Language, list[Starter]] = Field(default_factory=dict)
+    instructions: Instructions = Instructions()
+    llm: LLMSettings = LLMSettings()
+
+    @property
+    def data_access(self) -> bool:
+        """May this bot query the company database (SQL answers and charts)?"""
+        return bool({"sql", "chart"} & set(self.intents))
+
+    def system_prompt(self, language: str, default: str) -> str:
+        """The document-answer system prompt in `language`: the profile's own (or `default`, the built-in
+        one) followed by its tone."""
+        base = in_language(self.instructions.system, language) if self.instructions.system else default
+        tone = in_language(self.instructions.tone, language) if self.instructions.tone else ""
+        return f"{base.strip()} {tone.strip()}".strip()
+
+    def docs_system(self, default: dict[str, str]) -> dict[str, str]:
+        """`system_prompt` for every language of `default` (rag_bot.prompts.DOCS_SYSTEM)."""
+        return {language: self.system_prompt(language, text) for language, text in default.items()}
+
+    def starters_for(self, language: str) -> list[Starter]:
+        if not self.starters:
+            return []
+        return self.starters.get(language) or self.starters.get("en") or next(iter(self.starters.values()))  # type: ignore[call-overload]
 
 
 class ProfilesConfig(_Strict):
@@ -93,6 +168,9 @@ class ProfilesConfig(_Strict):
             unknown = [d for d in profile.domains if d not in self.domains]
             if unknown:
                 raise ValueError(f"profiles.{name}.domains: unknown domain(s) {', '.join(unknown)}")
+            if profile.instructions.system and set(profile.instructions.system) != {"ru", "en"}:
+                raise ValueError(f"profiles.{name}.instructions.system: give the prompt in both ru and en "
+                                 "(the bot answers in the user's language)")
         return self
 
     def profile(self, name: str) -> Profile:

@@ -13,6 +13,7 @@ import numpy as np
 from rag_bot.config import Settings
 from rag_bot.db import admin_url, readonly_url, store_url
 from rag_bot.embeddings import Embedder, build_embedder
+from rag_bot.profiles import LLMSettings
 from rag_bot.store import VectorStore
 
 if TYPE_CHECKING:
@@ -59,9 +60,9 @@ class Components:
 
             config = self.profiles()
             profile = config.profile(profile_name)
-            data_allowed = bool({"sql", "chart"} & set(profile.intents))
+            data_allowed = profile.data_access
             # Every LLM call of every channel (router, SQL, charts, answers) is counted in /metrics.
-            llm = MeteredLLM(self.llm)
+            llm = MeteredLLM(build_llm(self.settings, profile.llm) if profile.llm.overrides else self.llm)
             self._services[profile_name] = Services(
                 llm=llm,
                 store=self.store,
@@ -150,17 +151,20 @@ def build_store(settings: Settings, embedder: Embedder) -> VectorStore:
     return store
 
 
-def build_llm(settings: Settings) -> OpenAICompatClient:
+def build_llm(settings: Settings, profile_llm: LLMSettings | None = None) -> OpenAICompatClient:
+    """The LLM client; a profile's `llm:` settings override the server's (a LoRA adapter is asked for by
+    the name vLLM serves it under)."""
     from rag_bot.llm.openai_compat import OpenAICompatClient
 
+    own = profile_llm or LLMSettings()
     return OpenAICompatClient(
         settings.llm_base_url,
-        settings.llm_model,
+        own.lora_adapter or own.model or settings.llm_model,
         api_key=settings.llm_api_key.get_secret_value(),
         timeout_s=settings.llm_timeout_s,
         max_retries=settings.llm_max_retries,
-        temperature=settings.llm_temperature,
-        max_tokens=settings.llm_max_tokens,
+        temperature=settings.llm_temperature if own.temperature is None else own.temperature,
+        max_tokens=own.max_tokens or settings.llm_max_tokens,
     )
 
 

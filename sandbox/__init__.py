@@ -14,13 +14,14 @@ Imports nothing from rag_bot. Typical use::
 from sandbox.checks import CheckFailure, check_code
 from sandbox.isolation import describe_isolation
 from sandbox.limits import Limits
-from sandbox.result import ErrorKind, SandboxError, SandboxImage, SandboxResult
+from sandbox.result import ErrorKind, Readability, SandboxError, SandboxImage, SandboxResult
 from sandbox.runner import SandboxRunner, SubprocessSandbox, default_sandbox, run
 
 __all__ = [
     "CheckFailure",
     "ErrorKind",
     "Limits",
+    "Readability",
     "SandboxError",
     "SandboxImage",
     "SandboxResult",

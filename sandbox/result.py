@@ -45,6 +45,15 @@ class SandboxImage:
 
 
 @dataclass(frozen=True)
+class Readability:
+    """How a saved figure's tick labels render (sandbox/house_style.py): shown, and pairs overlapping."""
+
+    tick_labels: int
+    overlapping_tick_labels: int
+    overlapping_tick_labels_before: int  # as the script drew it, before the house style's save-time pass
+
+
+@dataclass(frozen=True)
 class SandboxResult:
     """Everything one run produced. `error is None` means the script finished normally."""
 
@@ -56,6 +65,7 @@ class SandboxResult:
     duration_s: float = 0.0
     error: SandboxError | None = None
     worker_id: str = ""  # appears in the worker's command line; for logs and leak checks
+    readability: list[Readability] = field(default_factory=list)  # one per figure the script saved
 
     @property
     def ok(self) -> bool:

@@ -32,7 +32,7 @@ from typing import Protocol
 from sandbox.checks import check_code
 from sandbox.isolation import IsolationPlan, allocate_uid, detect_isolation, mpl_cache_dir, worker_env
 from sandbox.limits import Limits, cpu_budget_s
-from sandbox.result import ErrorKind, SandboxError, SandboxImage, SandboxResult
+from sandbox.result import ErrorKind, Readability, SandboxError, SandboxImage, SandboxResult
 from sandbox.zygote import Zygote
 
 logger = logging.getLogger(__name__)
@@ -524,8 +524,13 @@ class SubprocessSandbox:
                 images.append(SandboxImage(name, "svg", data))
             else:
                 logger.warning("sandbox %s: dropped %s, not a valid %s", worker_id, name, fmt)
+        readability = [
+            Readability(int(r["tick_labels"]), int(r["overlapping_tick_labels"]),
+                        int(r["overlapping_tick_labels_before"]))
+            for r in list(doc.get("style") or [])[: limits.max_images]
+        ]
         return SandboxResult(
-            images=images, stdout=stdout, stderr=stderr,
+            images=images, stdout=stdout, stderr=stderr, readability=readability,
             stdout_truncated=bool(doc.get("stdout_truncated")) or len(str(doc.get("stdout", ""))) > cap,
             stderr_truncated=bool(doc.get("stderr_truncated")) or len(str(doc.get("stderr", ""))) > cap,
             duration_s=duration, error=error, worker_id=worker_id,

@@ -26,7 +26,7 @@ import sys
 import traceback
 from typing import Any, NoReturn
 
-from sandbox import confine
+from sandbox import confine, house_style
 from sandbox.limits import Limits, apply_rlimits, vm_size_bytes
 
 EXIT_CONFINEMENT_FAILED = 70
@@ -108,6 +108,7 @@ def _run_as_init() -> None:
 
 
 _saved_figures: set[int] = set()
+_style_reports: list[dict[str, int]] = []  # one per saved figure: house_style.finish_figure's report
 
 
 _PRELOAD = (
@@ -133,6 +134,7 @@ def _preload() -> None:
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    house_style.apply_house_style()  # before the warm-up, so its caches hold the house fonts and sizes
     matplotlib.rcParams["font.family"] = "DejaVu Sans"  # ships with matplotlib; has Cyrillic glyphs
     df = pd.read_csv(io.StringIO("город,месяц,продажи\nМосква,2024-01,3\nКазань,2024-02,2\n"))
     fig, axes = plt.subplots(2, 3, figsize=(9, 5))
@@ -152,6 +154,10 @@ def _preload() -> None:
     def savefig(self: Any, fname: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(fname, (str, os.PathLike)):
             _saved_figures.add(id(self))
+            try:
+                _style_reports.append(house_style.finish_figure(self))
+            except Exception as exc:  # noqa: BLE001 - a style pass must never cost the chart itself
+                sys.stderr.write(f"house style skipped: {type(exc).__name__}: {exc}\n")
         return original(self, fname, *args, **kwargs)
 
     matplotlib.figure.Figure.savefig = savefig  # type: ignore[method-assign]
@@ -341,6 +347,7 @@ def _run_job(job: dict[str, Any], plan: dict[str, Any], baseline_vm: int, result
         "stdout_truncated": out.truncated,
         "stderr_truncated": err.truncated,
         "images": images,
+        "style": _style_reports,
     }
     _write_all(result_fd, json.dumps(result).encode())
 

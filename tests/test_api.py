@@ -177,10 +177,13 @@ def test_ask_returns_the_answer_with_sources_and_routing(client: TestClient) -> 
     assert body["conversation_id"] and body["request_id"] == response.headers["X-Request-ID"]
 
 
-def test_language_overrides_the_detected_one(client: TestClient, llm: FakeLLM) -> None:
+def test_language_overrides_the_detected_one(client: TestClient, llm: FakeLLM, profiles: ProfilesConfig) -> None:
     body = client.post("/api/v1/ask", json={"question": "How long is the warranty on laptops?", "language": "ru"},
                        headers=auth()).json()
-    assert body["language"] == "ru" and llm.received[-1][0].content == prompts.DOCS_SYSTEM["ru"]
+    # The support profile's own instructions (profiles.yaml), in the requested language.
+    expected = profiles.profile("support").system_prompt("ru", prompts.DOCS_SYSTEM["ru"])
+    assert body["language"] == "ru" and llm.received[-1][0].content == expected
+    assert expected.startswith("Ты - ассистент поддержки клиентов")
 
 
 def test_stream_sends_route_tokens_sources_done_in_order(client: TestClient) -> None:

@@ -33,6 +33,7 @@ from rag_bot.analytics.narration import numbers_supported
 from rag_bot.db import ensure_database, with_database
 from rag_bot.demo.load import DemoLoadReport
 from rag_bot.evaluation.sql import expand_gold_variants, load_jsonl, run_gold, score
+from rag_bot.profiles import load_profiles
 
 CHROMIUM = Path(os.environ.get("RAG_BOT_CHROMIUM") or "/usr/bin/chromium")
 
@@ -227,6 +228,28 @@ def test_wrong_password_is_refused(page: Page, app: App) -> None:
     assert page.url.endswith("/login") and page.locator("#chat-input").count() == 0, page.url
 
 
+def test_welcome_screen_shows_the_company_logo_and_the_profiles_starters_and_greeting_from_yaml(
+    page: Page, app: App
+) -> None:
+    support = load_profiles().profile("support")
+    sign_in(page, app, SUPPORT)  # an English interface: the English starters of profiles.yaml
+    for starter in support.starters_for("en"):
+        page.get_by_text(starter.label, exact=True).first.wait_for(state="visible")
+    logo = httpx.get(app.base_url + "/logo?theme=light", timeout=30)
+    assert logo.status_code == 200 and "TechnoSnab" in logo.text  # public/logo_light.svg, not Chainlit's
+    shown = page.locator('img[src*="/logo"]').first
+    shown.wait_for(state="visible")
+    assert shown.evaluate("img => img.complete && img.naturalWidth > 0")
+    target = REPO / "bench" / "results" / "product"
+    target.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target / "welcome-support.png"))
+
+    ask(page, "Hello!")  # smalltalk: the profile's greeting, no LLM
+    page.locator(ANSWER).last.get_by_text(support.greeting["en"][:40]).wait_for(
+        state="visible", timeout=DOCS_TIMEOUT_S * 1000)  # the first question also warms up the router
+    page.screenshot(path=str(target / "greeting-support.png"))
+
+
 def test_support_user_gets_only_the_support_profile(page: Page, app: App) -> None:
     sign_in(page, app, SUPPORT)
     page.locator("#starter-laptop-returns").wait_for(state="visible")
@@ -324,8 +347,12 @@ def test_data_answer_shows_a_table_and_a_follow_up_chart_an_image(page: Page, ap
 
 
 def _shown_value(text: str) -> object:
-    """A table cell as the chat shows it, back to a number when it is one ("73,799,303" -> 73799303.0)."""
-    compact = re.sub(r"[\s\u00a0\u202f,]", "", text)
+    """A table cell as the chat shows it, back to a number when it is one ("73,799,303" -> 73799303.0,
+    "499 373 664,50" -> 499373664.5)."""
+    compact = re.sub(r"[\s\u00a0\u202f]", "", text).replace("\u2212", "-")
+    if re.fullmatch(r"-?\d+,\d{1,2}", compact):  # Russian: "499 373 664,50"
+        compact = compact.replace(",", ".")
+    compact = compact.replace(",", "")  # English grouping: "73,799,303.00"
     return float(compact) if re.fullmatch(r"-?\d+(\.\d+)?", compact) else text
 
 

@@ -116,4 +116,14 @@ def test_result_table_shows_dates_as_people_write_them() -> None:
     )
     # Serialised the way Chainlit's Dataframe element sends it to the browser.
     sent = json.loads(frame.to_json(orient="split", date_format="iso"))
-    assert sent["data"] == [["2024-01-01", "2024-03-05 14:30", "2024-02-29", 1234.5]]
+    assert sent["data"] == [["2024-01-01", "2024-03-05 14:30", "2024-02-29", "1234.50"]]
+
+
+def test_result_table_groups_digits_in_the_users_language() -> None:
+    from decimal import Decimal
+
+    frame = result_frame(["year", "region", "revenue", "orders"],
+                         [(2024, "Урал", Decimal("382558448.90"), 18250)], language="ru")
+    assert frame.values.tolist() == [["2024", "Урал", "382\u00a0558\u00a0448,90", "18\u00a0250"]]
+    frame = result_frame(["revenue"], [(Decimal("382558448.90"),)], language="en")
+    assert frame.values.tolist() == [["382,558,448.90"]]

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from rag_bot.analytics.narration import narrate_result, numbers_supported, render_result
+from rag_bot.analytics.narration import misattributed_numbers, narrate_result, numbers_supported, render_result
 from rag_bot.llm.fake import FakeLLM
 
 TOP5 = [("АО «ТД Бриз-Медиа»", Decimal("73799303.00")), ("АО «Импульс-Медиа»", Decimal("59577572.00")),
@@ -147,3 +147,52 @@ def test_a_lead_in_whose_whole_list_was_dropped_is_regenerated() -> None:
                                    [("Laptops", Decimal("0.21"))], llm=llm, language="en")
     assert (text, checked) == ("Here is the result: 1 row(s).", False)
     assert len(llm.received) == 2
+
+
+TICKETS = [("Delivery", 786), ("Billing", 553), ("Warranty", 120)]
+
+
+@pytest.mark.parametrize(("text", "bad"), [
+    ("Delivery and billing each have 553 tickets.", ["553"]),  # the stored chat's narration
+    ("Delivery has 553 tickets, billing 786.", ["786"]),
+    ("Delivery has 786 tickets and billing 553.", []),
+    ("786 tickets were about Delivery, 553 about Billing.", []),  # number first, then its label
+    ("1. Delivery — 786\n2. Billing — 553\n3. Warranty — 120", []),
+    ("There are 3 categories; Delivery leads with 786 tickets.", []),  # the row count is free
+    ("Most tickets are about deliveries.", []),
+])
+def test_numbers_stated_next_to_another_rows_label_are_misattributed(text: str, bad: list[str]) -> None:
+    assert numbers_supported(text, TICKETS) == []  # every figure exists somewhere in the result
+    assert misattributed_numbers(text, ["category", "tickets"], TICKETS) == bad
+
+
+def test_labels_of_two_columns_narrow_the_row_and_russian_endings_match() -> None:
+    rows = [("Москва", "Enterprise", 100), ("Москва", "SMB", 50), ("Урал", "Enterprise", 70)]
+    columns = ["region", "segment", "orders"]
+    assert misattributed_numbers("В Москве у Enterprise 100 заказов, а на Урале 70.", columns, rows) == []
+    assert misattributed_numbers("В Москве у Enterprise 70 заказов.", columns, rows) == ["70"]
+
+
+def test_months_of_a_monthly_column_are_labels_with_their_year() -> None:
+    rows = [(date(2025, 1, 1), None), (date(2025, 2, 1), Decimal("1.4")), (date(2025, 3, 1), Decimal("26.5"))]
+    columns = ["month", "growth_pct"]
+    # bench/results/narration.json, sql-016: the growth of February stated for January.
+    assert misattributed_numbers("Growth in 2025 was 1.40% for January, 26.50% for March.", columns, rows,
+                                 "month-over-month growth in 2025") == ["1.40"]
+    assert misattributed_numbers("В феврале 2025 рост 1,4%, в марте 26,5%.", columns, rows) == []
+    assert misattributed_numbers("In May we may see 26.5.", columns, rows) == []  # no May row, "may" a verb
+
+
+def test_a_sentence_giving_a_number_to_the_wrong_row_is_dropped() -> None:
+    llm = FakeLLM(["Delivery has 786 tickets. Delivery and billing each have 553 tickets."])
+    text, checked = narrate_result("tickets by category", ["category", "tickets"], TICKETS, llm=llm,
+                                   language="en")
+    assert (text, checked) == ("Delivery has 786 tickets.", True)
+
+
+def test_a_narrative_with_only_misattributed_numbers_is_regenerated_with_the_reason() -> None:
+    llm = FakeLLM(["Billing has 786 tickets.", "Delivery has 786 tickets."])
+    text, checked = narrate_result("tickets by category", ["category", "tickets"], TICKETS, llm=llm,
+                                   language="en")
+    assert (text, checked) == ("Delivery has 786 tickets.", True)
+    assert "stated for a row they do not belong to: 786" in llm.received[1][-1].content

@@ -23,13 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from rag_bot.language import detect_language  # noqa: E402
-
 from rag_bot.assistant.router_examples import normalise  # noqa: E402
 from rag_bot.config import get_settings  # noqa: E402
 from rag_bot.llm.base import ChatMessage  # noqa: E402
 from rag_bot.llm.openai_compat import OpenAICompatClient  # noqa: E402
 from rag_bot.profiles import DEFAULT_PROFILES_FILE, load_profiles  # noqa: E402
+from rag_bot.prompts import detect_language  # noqa: E402
 
 OUT = Path(__file__).with_name("generated_examples.jsonl")
 COMPANY = "TechnoSnab, a B2B distributor of office and IT equipment"

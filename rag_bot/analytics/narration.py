@@ -2,7 +2,9 @@
 
 The LLM writes one to three sentences from the result table. `numbers_supported` then checks each
 number it wrote against the result cells (allowing rounding to the precision written), the question
-and the row count. One regeneration; if that fails too, a templated sentence and the table.
+and the row count, and `misattributed_numbers` checks that a number stated next to a row's label
+("Delivery has 786 tickets") is a number of that row, not of another one. A sentence failing either
+check is dropped; one regeneration; if that fails too, a templated sentence and the table.
 """
 
 # ruff: noqa: E501  (prompt and message catalogue lines are kept whole)
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -180,6 +183,133 @@ def _written_as(value: Decimal, quantum: Decimal, cell: Decimal) -> bool:
     return False
 
 
+_LABEL_MIN_LETTERS = 2
+_MONTHS_EN = ("January|Jan", "February|Feb", "March|Mar", "April|Apr", "May", "June|Jun", "July|Jul",
+              "August|Aug", "September|Sept?", "October|Oct", "November|Nov", "December|Dec")
+_MONTHS_RU = ("январ", "феврал", "март", "апрел", "ма[йяе]", "июн", "июл", "август", "сентябр", "октябр",
+              "ноябр", "декабр")
+
+
+@dataclass(frozen=True)
+class _Label:
+    """A way a narrative names some rows: a text cell ("Delivery") or a month of a monthly date column."""
+
+    key: str
+    column: int
+    pattern: re.Pattern[str]
+    rows: frozenset[int]
+
+
+def _row_labels(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[_Label]:
+    """Every text cell that names a row ("Delivery", "Москва") and, for a column of first-of-month
+    dates, each month by name ("January", "в марте") or ISO ("2025-03").
+
+    Text patterns tolerate case and, for words of five letters or more, an inflected ending ("Москве",
+    "Deliveries"), since the narrative is written in running text.
+    """
+    found: dict[tuple[str, int], tuple[re.Pattern[str], set[int]]] = {}
+    for number, row in enumerate(rows):
+        for index, value in enumerate(row[: len(columns)]):
+            if not isinstance(value, str):
+                continue
+            label = value.strip()
+            if sum(ch.isalpha() for ch in label) < _LABEL_MIN_LETTERS:
+                continue
+            key = (label.lower(), index)
+            if key not in found:
+                parts = [re.escape(w[:-2]) + r"\w{0,4}" if len(w) >= 5 and w[-1].isalpha() else re.escape(w)
+                         for w in label.split()]
+                found[key] = (re.compile(r"(?<!\w)" + r"\s+".join(parts) + r"(?!\w)", re.I), set())
+            found[key][1].add(number)
+    labels = [_Label(key, column, pattern, frozenset(numbers)) for (key, column), (pattern, numbers) in found.items()]
+    for index in range(len(columns)):
+        dates = [row[index] if index < len(row) else None for row in rows]
+        if not dates or not all(isinstance(d, date) and d.day == 1 for d in dates):
+            continue
+        for month in sorted({d.month for d in dates}):
+            numbers = frozenset(n for n, d in enumerate(dates) if d.month == month)
+            year = r"(?:,?\s+\d{4}(?!\d))?"  # "March 2025" is one label, its year no figure of its own
+            en = re.compile(rf"(?<!\w)(?:{_MONTHS_EN[month - 1]})(?!\w){year}")  # case-sensitive: "may" is a verb
+            ru = re.compile(rf"(?<!\w){_MONTHS_RU[month - 1]}\w*{year}", re.I)
+            iso = re.compile(rf"(?<![\w-])\d{{4}}-{month:02d}(?:-01)?(?![\w-])")
+            labels += [_Label(f"month {month} {kind}", index, pattern, numbers)
+                       for kind, pattern in (("en", en), ("ru", ru), ("iso", iso))]
+    return labels
+
+
+def misattributed_numbers(text: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                          question: str = "") -> list[str]:
+    """Numbers stated for a row label that are not that row's ("Delivery and billing each have 553").
+
+    Per sentence: a number belongs to the labels named since the previous number (or, when none, to
+    those named right after it). It must then be a value of a row holding each of those labels; labels of
+    different columns ("Урал", "Enterprise") narrow the rows together. Numbers of the question and the row
+    count are free, as are numbers inside a label and sentences naming no label.
+    """
+    labels = _row_labels(columns, rows)
+    if not labels:
+        return []
+    free = _allowed_numbers([], question) + [Decimal(len(rows))]
+    bad: list[str] = []
+    for line in _LIST_MARKER.sub("", text).splitlines():
+        for sentence in _SENTENCE_END.split(line):
+            bad.extend(_misattributed_in(sentence, labels, rows, free))
+    return bad
+
+
+_Mention = tuple[int, int, _Label]
+
+
+def _misattributed_in(sentence: str, labels: Sequence[_Label], rows: Sequence[Sequence[Any]],
+                      free: Sequence[Decimal]) -> list[str]:
+    mentions: list[_Mention] = []
+    for label in sorted(labels, key=lambda item: -len(item.key)):
+        for match in label.pattern.finditer(sentence):
+            if not any(s < match.end() and match.start() < e for s, e, _ in mentions):
+                mentions.append((match.start(), match.end(), label))
+    if not mentions:
+        return []
+    mentions.sort(key=lambda m: m[0])
+    numbers = [m for m in _NUMBER.finditer(sentence) if not any(s <= m.start() < e for s, e, _ in mentions)]
+    # "Delivery has 786, billing 553" reads label-first, "786 were about Delivery, 553 about billing"
+    # number-first: a number is flagged only when neither reading gives it to its own row.
+    readings = [_attribute(sentence, numbers, mentions, rows, free, first) for first in ("label", "number")]
+    return min(readings, key=len)
+
+
+def _attribute(sentence: str, numbers: Sequence[re.Match[str]], mentions: Sequence[_Mention],
+               rows: Sequence[Sequence[Any]], free: Sequence[Decimal], first: str) -> list[str]:
+    bad = []
+    for position, number in enumerate(numbers):
+        before = numbers[position - 1].end() if position else 0
+        after = numbers[position + 1].start() if position + 1 < len(numbers) else len(sentence)
+        preceding = [m[2] for m in mentions if before <= m[0] < number.start()]
+        following = [m[2] for m in mentions if number.end() <= m[0] < after]
+        group = (preceding or following) if first == "label" else (following or preceding)
+        parsed = _parse_number(number.group())
+        if not group or parsed is None:
+            continue
+        value, places = parsed
+        quantum = Decimal(1).scaleb(-places)
+        if any(_written_as(value, quantum, cell) for cell in free):
+            continue
+        if not all(_row_has(value, quantum, label, group, rows) for label in group):
+            bad.append(number.group())
+    return bad
+
+
+def _row_has(value: Decimal, quantum: Decimal, label: _Label, group: Sequence[_Label],
+             rows: Sequence[Sequence[Any]]) -> bool:
+    """Is `value` a number of a row named by `label`, narrowed by the group's labels of other columns?"""
+    narrowed = set(label.rows)
+    for column in {other.column for other in group if other.column != label.column}:
+        narrowed &= set().union(*(other.rows for other in group if other.column == column))
+    for number in sorted(narrowed or label.rows):
+        if any(_written_as(value, quantum, cell) for cell in _result_numbers([rows[number]])):
+            return True
+    return False
+
+
 def template_answer(row_count: int, language: str, truncated: bool = False) -> str:
     lang = "ru" if language == "ru" else "en"
     text = (_TEMPLATE_EMPTY if row_count == 0 else _TEMPLATE)[lang].format(n=row_count)
@@ -194,11 +324,13 @@ _CURRENCY_SIGNS = "$€£¥₽"
 _SENTENCE_END = re.compile(r"(?<=[^\d\s][.!?])[ \t]+")
 
 
-def _only_supported_sentences(text: str, allowed: Sequence[Decimal]) -> str | None:
-    """`text` without the sentences whose numbers are not allowed; None when no figure is left."""
+def _only_supported_sentences(text: str, allowed: Sequence[Decimal],
+                              misattributed: Any = lambda sentence: []) -> str | None:
+    """`text` without the sentences whose numbers are not allowed (or not their row's); None when no
+    figure is left."""
     lines = []
     for line in text.splitlines():
-        kept = [s for s in _SENTENCE_END.split(line) if not _unsupported(s, allowed)]
+        kept = [s for s in _SENTENCE_END.split(line) if not _unsupported(s, allowed) and not misattributed(s)]
         if kept:
             lines.append(" ".join(kept))
     result = "\n".join(lines).strip()
@@ -236,12 +368,18 @@ def narrate_result(
         ChatMessage("user", f"Question: {question}\n\nResult:\n{render_result(columns, rows)}"),
     ]
     allowed = _allowed_numbers(rows, question)
+
+    def misattributed(part: str) -> list[str]:
+        return misattributed_numbers(part, columns, rows, question)
+
     for attempt in range(max_attempts):
         text = llm.complete(messages, max_tokens=200).text.strip()
-        bad = _unsupported(text, allowed)
-        # A sentence with a figure of its own (a "total" it summed, often wrongly) is dropped; the
-        # sentences that only quote the result stay. Greedy decoding would repeat it when asked again.
-        answer = text if not bad else _only_supported_sentences(text, allowed)
+        wrong_row = misattributed(text)
+        bad = _unsupported(text, allowed) + wrong_row
+        # A sentence with a figure of its own (a "total" it summed, often wrongly) or a figure of another
+        # row is dropped; the sentences that only quote the result stay. Greedy decoding would repeat it
+        # when asked again.
+        answer = text if not bad else _only_supported_sentences(text, allowed, misattributed)
         if answer:
             answer = _without_invented_currency(answer, columns, rows, question)
             if bad:
@@ -250,9 +388,12 @@ def narrate_result(
                 answer += _TRUNCATED[lang].format(n=len(rows))
             return answer, True
         logger.info("narration attempt %d has numbers not in the result: %s", attempt + 1, bad)
+        feedback = f"These numbers are not in the result: {', '.join(bad) or 'none'}. "
+        if wrong_row:
+            feedback = (f"These numbers are stated for a row they do not belong to: {', '.join(wrong_row)}. "
+                        "Give each row's own number right after its name. ")
         messages = messages + [
             ChatMessage("assistant", text),
-            ChatMessage("user", f"These numbers are not in the result: {', '.join(bad) or 'none'}. "
-                        "Rewrite the answer using only numbers that appear in the result."),
+            ChatMessage("user", feedback + "Rewrite the answer using only numbers that appear in the result."),
         ]
     return template_answer(len(rows), language, truncated), False

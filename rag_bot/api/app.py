@@ -24,6 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -38,11 +39,13 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_bot import prompts
+from rag_bot.analytics.formatting import format_cell
 from rag_bot.api.keys import ApiKey, KeyRing
 from rag_bot.api.ratelimit import RateLimiter
 from rag_bot.assistant.respond import Reply, Services
 from rag_bot.assistant.sessions import DEFAULT_KEEP_TURNS, PgConversations, jsonable
 from rag_bot.assistant.turn import Done, Routed, Token, TurnEvent, TurnResult, TurnRunner
+from rag_bot.documents.sources import display_source
 from rag_bot.errors import DatabaseUnavailable, LLMUnavailable
 from rag_bot.observability import REJECTED, new_request_id, request_id_var
 from rag_bot.profiles import ProfilesConfig
@@ -65,6 +68,7 @@ class Backend:
         keys: the API keys.
         rate_per_minute: the default per-key limit.
         keep_turns: turns kept per conversation.
+        sources_root: the documents folder sources are shown relative to.
     """
 
     profiles: ProfilesConfig
@@ -73,6 +77,7 @@ class Backend:
     keys: KeyRing
     rate_per_minute: int = 60
     keep_turns: int = DEFAULT_KEEP_TURNS
+    sources_root: Path | None = None  # sources are shown relative to it (rag_bot.documents.sources)
 
 
 # -- request and response bodies ------------------------------------------------------------------
@@ -90,7 +95,8 @@ class AskRequest(BaseModel):
 class Source(BaseModel):
     number: int = Field(description="The [n] the answer cites.")
     title: str
-    source: str = Field(description="The document's path or URL in the knowledge base.")
+    source: str = Field(description="The document's path in the knowledge base (relative to its documents "
+                        "folder), or its URL.")
     section: str | None = None
     page: int | None = None
 
@@ -110,6 +116,9 @@ class AskResponse(BaseModel):
     sql: str | None = None
     columns: list[str] | None = None
     rows: list[list[Any]] | None = None
+    rows_formatted: list[list[str | None]] | None = Field(
+        default=None, description="The same rows as text to show: grouped digits, dates as dates, in `language`."
+    )
     chart_png_base64: str | None = None
 
 
@@ -227,13 +236,12 @@ def create_app(
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
-    runner = TurnRunner(backend.profiles, backend.services,
-                        conversations=PgConversations(backend.connection, keep_turns=backend.keep_turns))
+    runner = backend_runner(backend)
 
     @app.post(f"{API_PREFIX}/ask", response_model=AskResponse, responses=_ERRORS, tags=["ask"])
     async def ask(body: AskRequest, key: Annotated[ApiKey, Depends(authorized_key)]) -> AskResponse:
         """Answer one question; the whole answer at once."""
-        turn = _ApiTurn(runner, key, body)
+        turn = ApiTurn(runner, key, body, backend.sources_root)
         try:
             async for step in turn.events():
                 if isinstance(step, Done):
@@ -252,7 +260,7 @@ def create_app(
     )
     async def ask_stream(body: AskRequest, key: Annotated[ApiKey, Depends(authorized_key)]) -> EventSourceResponse:
         """Answer one question as Server-Sent Events, token by token."""
-        return EventSourceResponse(_events(_ApiTurn(runner, key, body)), ping=15)
+        return EventSourceResponse(_events(ApiTurn(runner, key, body, backend.sources_root)), ping=15)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -281,19 +289,31 @@ def create_app(
     return app
 
 
-class _ApiTurn:
-    """One question through the API: the turn runner does the work; this only shapes the response."""
+def backend_runner(backend: Backend) -> TurnRunner:
+    """The turn runner of the API and the MCP server: conversations in the backend's PostgreSQL."""
+    return TurnRunner(backend.profiles, backend.services,
+                      conversations=PgConversations(backend.connection, keep_turns=backend.keep_turns))
 
-    def __init__(self, runner: TurnRunner, key: ApiKey, body: AskRequest) -> None:
-        self.runner, self.key, self.body = runner, key, body
+
+class ApiTurn:
+    """One question through the API or MCP: the turn runner does the work; this only shapes the response."""
+
+    def __init__(self, runner: TurnRunner, key: ApiKey, body: AskRequest, sources_root: Path | None = None,
+                 channel: str = "api") -> None:
+        self.runner, self.key, self.body, self.sources_root, self.channel = runner, key, body, sources_root, channel
         self.conversation_id = body.conversation_id or uuid.uuid4().hex
         # Namespaced by key: one key can never load another key's (or the chat's) conversation.
         self.stored_id = f"api:{key.id}:{self.conversation_id}"
         self.language = body.language or detect_language(body.question)
 
     def events(self) -> AsyncIterator[TurnEvent]:
-        return self.runner.run(self.body.question, profile=self.key.profile, channel="api",
+        return self.runner.run(self.body.question, profile=self.key.profile, channel=self.channel,
                                conversation_id=self.stored_id, language=self.language)
+
+    async def answer(self) -> TurnResult:
+        """The whole turn (the JSON endpoint, MCP's `ask`)."""
+        return await self.runner.answer(self.body.question, profile=self.key.profile, channel=self.channel,
+                                        conversation_id=self.stored_id, language=self.language)
 
     def route_event(self, reply: Reply) -> dict[str, Any]:
         route = reply.route
@@ -304,19 +324,29 @@ class _ApiTurn:
     def response(self, result: TurnResult) -> AskResponse:
         reply = result.reply
         return AskResponse(
-            **self.route_event(reply), answer=result.text, sources=sources_of(reply),
+            **self.route_event(reply), answer=result.text, sources=sources_of(reply, self.sources_root),
             sql=reply.sql, columns=list(reply.columns) if reply.sql else None,
             rows=[[jsonable(v) for v in row] for row in reply.rows] if reply.sql else None,
+            rows_formatted=formatted_rows(reply) if reply.sql else None,
             chart_png_base64=base64.b64encode(reply.chart_png).decode("ascii") if reply.chart_png else None,
         )
 
 
-def sources_of(reply: Reply) -> list[Source]:
-    return [Source(number=c.number, title=c.title, source=c.source, section=c.section or None, page=c.page)
-            for c in reply.citations]
+def formatted_rows(reply: Reply) -> list[list[str | None]]:
+    """The rows as the chat's table shows them (rag_bot.analytics.formatting), in the reply's language."""
+    def text(value: Any, column: str) -> str | None:
+        shown = format_cell(value, column, reply.route.language)
+        return None if shown is None else str(jsonable(shown))
+
+    return [[text(v, c) for v, c in zip(row, reply.columns, strict=False)] for row in reply.rows]
 
 
-async def _events(turn: _ApiTurn) -> AsyncIterator[dict[str, str]]:
+def sources_of(reply: Reply, root: Path | None = None) -> list[Source]:
+    return [Source(number=c.number, title=c.title, source=display_source(c.source, root), section=c.section or None,
+                   page=c.page) for c in reply.citations]
+
+
+async def _events(turn: ApiTurn) -> AsyncIterator[dict[str, str]]:
     """route, token..., sources, done; or an error event with a user-facing message."""
 
     def event(name: str, data: Any) -> dict[str, str]:
@@ -329,7 +359,8 @@ async def _events(turn: _ApiTurn) -> AsyncIterator[dict[str, str]]:
             elif isinstance(step, Token):
                 yield event("token", {"text": step.text})
             elif isinstance(step, Done):
-                yield event("sources", {"sources": [s.model_dump() for s in sources_of(step.result.reply)]})
+                sources = sources_of(step.result.reply, turn.sources_root)
+                yield event("sources", {"sources": [s.model_dump() for s in sources]})
                 yield event("done", turn.response(step.result).model_dump())
     except Exception as exc:  # noqa: BLE001 - the stream has started: report in-band
         error = to_api_error(exc, turn.language)

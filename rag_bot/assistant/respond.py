@@ -22,7 +22,7 @@ from rag_bot.documents.answer import PreparedAnswer, prepare_answer
 from rag_bot.documents.retrieval import Citation
 from rag_bot.embeddings import Embedder
 from rag_bot.llm.base import ChatMessage, LLMClient
-from rag_bot.profiles import Profile
+from rag_bot.profiles import Profile, in_language
 from rag_bot.store import VectorStore
 
 if TYPE_CHECKING:
@@ -91,9 +91,12 @@ def respond(
     reply.escalate = route.sentiment == "angry" or wants_human(message)
     language = route.language
     if route.intent == "smalltalk":
-        reply.text = prompts.text("smalltalk", language)
+        greeting = profile.greeting
+        reply.text = in_language(greeting, language) if greeting else prompts.text("smalltalk", language)
     elif route.intent == "out_of_scope":
-        reply.text = prompts.text("out_of_scope", language).format(topics=services.router.topics(language))
+        refuse = profile.instructions.refuse
+        reply.text = (in_language(refuse, language) if refuse
+                      else prompts.text("out_of_scope", language).format(topics=services.router.topics(language)))
     elif not route.permitted:
         reply.text = prompts.text("not_permitted", language)
     elif route.clarifying_question:
@@ -108,6 +111,7 @@ def respond(
                 query, store=services.store, embedder=services.embedder, audience=profile.audience,
                 domains=domains, top_k=services.top_k, budget_tokens=services.budget_tokens,
                 language=route.language, reranker=services.reranker, embedding=embedding,
+                system=profile.docs_system(prompts.DOCS_SYSTEM),
             )
 
         reply.prepared = search(list(route.domains) or None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,12 +34,14 @@ class PreparedAnswer:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def build_messages(question: str, citations: Sequence[Citation], language: str) -> list[ChatMessage]:
+def build_messages(question: str, citations: Sequence[Citation], language: str,
+                   system: Mapping[str, str] | None = None) -> list[ChatMessage]:
+    """The document-answer prompt; `system` (per language) is a profile's own instructions."""
     context = "\n\n".join(
         f"[{c.number}] {c.title}{' — ' + c.section if c.section else ''}\n{c.passage}" for c in citations
     )
     return [
-        ChatMessage("system", prompts.DOCS_SYSTEM[language]),
+        ChatMessage("system", (system or prompts.DOCS_SYSTEM).get(language) or prompts.DOCS_SYSTEM[language]),
         ChatMessage("user", prompts.DOCS_USER[language].format(context=context, question=question)),
     ]
 
@@ -56,10 +58,12 @@ def prepare_answer(
     language: str | None = None,
     reranker: Reranker | None = None,
     embedding: np.ndarray | None = None,
+    system: Mapping[str, str] | None = None,
 ) -> PreparedAnswer:
     """Retrieve what the user may see and build the prompt (in `language`, else the question's).
 
-    `embedding`: the question's query embedding when the router has it already (one per turn).
+    `embedding`: the question's query embedding when the router has it already (one per turn);
+    `system`: the profile's system prompt per language (default: prompts.DOCS_SYSTEM).
     """
     language = language or detect_language(question)
     started = time.perf_counter()
@@ -69,4 +73,5 @@ def prepare_answer(
     timings = {"retrieve_s": time.perf_counter() - started}
     if not citations:
         return PreparedAnswer(question, language, [], [], prompts.text("no_sources", language), timings)
-    return PreparedAnswer(question, language, citations, build_messages(question, citations, language), None, timings)
+    return PreparedAnswer(question, language, citations, build_messages(question, citations, language, system), None,
+                          timings)

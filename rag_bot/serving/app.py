@@ -1,5 +1,5 @@
-"""`rag-bot serve`: one ASGI app with the HTTP API (/api/v1), /metrics, /healthz, /readyz and the
-Chainlit chat at /, run by uvicorn in this process.
+"""`rag-bot serve`: one ASGI app with the HTTP API (/api/v1), the MCP server (/mcp), /metrics, /healthz,
+/readyz and the Chainlit chat at /, run by uvicorn in this process.
 
 The API's seams are built on first use (a dead database is then a 503, not a crash at start) and
 warmed up in the background at start, so the first question does not pay for loading the embedder
@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from rag_bot.api.app import Backend, create_app
 from rag_bot.api.keys import load_keys
+from rag_bot.api.mcp_server import mount_mcp
 from rag_bot.assistant.respond import Services
 from rag_bot.config import Settings
 from rag_bot.db import store_url
@@ -78,11 +79,12 @@ def build_backend(settings: Settings, pool: ConnectionPool | ConversationPool) -
         return shared_components(settings).services(profile)  # type: ignore[no-any-return]
 
     return Backend(profiles=profiles, services=services, connection=pool.connection, keys=keys,
-                   rate_per_minute=settings.api_rate_per_minute, keep_turns=settings.conversation_turns_kept)
+                   rate_per_minute=settings.api_rate_per_minute, keep_turns=settings.conversation_turns_kept,
+                   sources_root=settings.documents_root)
 
 
 def create_server_app(settings: Settings, *, chat: bool = True) -> FastAPI:
-    """The API app with the chat mounted at / (chat=False: the API alone)."""
+    """The API app, the MCP server at /mcp, and the chat mounted at / (chat=False: no chat)."""
     pool = ConversationPool(settings)
     backend = build_backend(settings, pool)
     warm_profiles = sorted({key.profile for key in backend.keys} | {settings.default_profile})
@@ -99,12 +101,14 @@ def create_server_app(settings: Settings, *, chat: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
         try:
-            yield
+            async with app.state.mcp_sessions.run():  # the MCP server's task group
+                yield
         finally:
             pool.close()
             close_shared_components()
 
     app = create_app(backend, lifespan=lifespan)
+    app.state.mcp_sessions = mount_mcp(app, backend)
     if chat:
         from rag_bot.ui.mount import mount_chat
 

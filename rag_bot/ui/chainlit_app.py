@@ -25,7 +25,7 @@ from rag_bot.assistant.turn import Done, Token, TurnResult, TurnRunner
 from rag_bot.config import get_settings
 from rag_bot.db import connect, store_url
 from rag_bot.observability import new_request_id, request_id_var
-from rag_bot.profiles import get_profiles
+from rag_bot.profiles import get_profiles, in_language
 from rag_bot.prompts import detect_language
 from rag_bot.ui.auth import (
     allowed_profiles,
@@ -39,22 +39,6 @@ from rag_bot.ui.render import render_chart, render_error, render_sources, render
 from rag_bot.wiring import Components, shared_components
 
 logger = logging.getLogger(__name__)
-
-STARTERS = {
-    "analyst": [
-        ("Сколько дней отпуска?", "Сколько дней отпуска положено сотруднику?"),
-        ("Выручка по регионам", "Выручка по регионам за прошлый квартал"),
-        ("Top customers 2024", "top 5 customers by revenue in 2024"),
-        ("График выручки", "Построй график выручки по месяцам за 2024 год"),
-    ],
-    "support": [
-        ("Laptop returns", "What is the return period for a laptop?"),
-        ("Гарантия", "Какой гарантийный срок на ноутбуки?"),
-        ("Support hours", "When is customer support available?"),
-        ("Доставка", "Сколько стоит доставка по Москве?"),
-    ],
-}
-
 
 def components() -> Components:
     """Built on first use (not at import), so a dead database gives a chat message, not a crash.
@@ -146,12 +130,22 @@ if _settings.support_demo_page:
 # -- profiles --------------------------------------------------------------------------------------
 @cl.set_chat_profiles
 async def chat_profiles(current_user: cl.User | None = None, language: str | None = None) -> list[cl.ChatProfile]:
+    """The profiles this user may pick, with their description and starters from profiles.yaml, in the
+    interface's language (the browser's, as Chainlit passes it), else the account's."""
     config = get_profiles(get_settings().profiles_file)
-    return [
-        cl.ChatProfile(name=name, markdown_description=config.profiles[name].description,
-                       starters=[cl.Starter(label=label, message=text) for label, text in STARTERS.get(name, [])])
-        for name in allowed_profiles(current_user, config.profiles)
-    ]
+    if language:
+        lang = "ru" if language.lower().startswith("ru") else "en"
+    else:
+        lang = user_language(current_user) or "en"
+    profiles = []
+    for name in allowed_profiles(current_user, config.profiles):
+        profile = config.profiles[name]
+        starters = [cl.Starter(label=s.label, message=s.message) for s in profile.starters_for(lang)]
+        title = in_language(profile.name, lang) if profile.name else name
+        description = in_language(profile.description, lang)
+        profiles.append(cl.ChatProfile(name=name, markdown_description=f"**{title}.** {description}".strip(),
+                                       starters=starters))
+    return profiles
 
 
 def session_profile() -> str | None:
@@ -220,13 +214,13 @@ async def _render(result: TurnResult, message: cl.Message) -> None:
     reply = result.reply
     elements: list[Any] = []
     if reply.prepared is not None:
-        footer, source_elements = render_sources(reply.citations, reply.route.language)
+        footer, source_elements = render_sources(reply.citations, reply.route.language, get_settings().documents_root)
         message.content += footer
         elements.extend(source_elements)
     if reply.sql:
         await render_sql(reply.sql, reply.route.language)
     if reply.columns and reply.rows:
-        elements.append(render_table(reply.columns, reply.rows))
+        elements.append(render_table(reply.columns, reply.rows, language=reply.route.language))
     if reply.chart_png:
         # Sent with the message (shown live from the session's files); kept in history by the data layer.
         elements.append(render_chart(reply.chart_png))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, time
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 import chainlit as cl
 
 from rag_bot import prompts
+from rag_bot.analytics.formatting import format_cell
 from rag_bot.assistant.sessions import jsonable
 from rag_bot.documents.retrieval import Citation
+from rag_bot.documents.sources import display_source
 from rag_bot.errors import DatabaseUnavailable, LLMUnavailable, RagBotError
 
 if TYPE_CHECKING:
@@ -30,14 +32,18 @@ def citation_label(citation: Citation) -> str:
     return f"[{citation.number}] {citation.title}{where}{page}"
 
 
-def render_sources(citations: Sequence[Citation], language: str) -> tuple[str, list[cl.Text]]:
-    """A 'Sources' footer for the message and one side element per source with its passage."""
+def source_panel(citation: Citation, root: PurePath | None = None) -> str:
+    """The side panel of one source: the passage, then the document's title and knowledge-base path."""
+    return f"{citation.passage}\n\n— {citation.title} · `{display_source(citation.source, root)}`"
+
+
+def render_sources(citations: Sequence[Citation], language: str,
+                   root: PurePath | None = None) -> tuple[str, list[cl.Text]]:
+    """A 'Sources' footer for the message and one side element per source: its passage, then the
+    document's title and its path in the knowledge base (never the server's absolute path)."""
     if not citations:
         return "", []
-    elements = [
-        cl.Text(name=citation_label(c), content=f"{c.passage}\n\n— {c.source}", display="side")
-        for c in citations
-    ]
+    elements = [cl.Text(name=citation_label(c), content=source_panel(c, root), display="side") for c in citations]
     footer = f"\n\n**{prompts.text('sources', language)}:** " + ", ".join(e.name for e in elements)
     return footer, elements
 
@@ -48,29 +54,29 @@ async def render_sql(sql: str, language: str) -> None:
         step.output = f"```sql\n{sql}\n```"
 
 
-def table_cell(value: object) -> object:
-    """A result value as the table shows it.
+def table_cell(value: object, column: str = "", language: str = "en") -> object:
+    """A result value as the table shows it (rag_bot.analytics.formatting): grouped digits, dates as people write them.
 
-    Chainlit sends the frame as JSON with ISO timestamps, so a date would read "2024-01-01T00:00:00.000":
-    dates and times become the text a person writes. Everything else goes through `jsonable`, as the
-    API's rows do (Decimals stay numbers, as floats).
+    Chainlit sends the frame as JSON with ISO timestamps, so a raw date would read
+    "2024-01-01T00:00:00.000" and a Decimal `382558448.90` would lose its grouping; anything else that
+    is not plain JSON goes through `jsonable`, as the API's rows do.
     """
-    if isinstance(value, datetime):
-        if value.time() == time() and value.tzinfo is None:
-            return value.date().isoformat()
-        return value.strftime("%Y-%m-%d %H:%M:%S" if value.second else "%Y-%m-%d %H:%M")
-    return jsonable(value)
+    shown = format_cell(value, column, language)
+    return shown if isinstance(shown, str) or shown is None else jsonable(shown)
 
 
-def result_frame(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50) -> pd.DataFrame:
+def result_frame(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50,
+                 language: str = "en") -> pd.DataFrame:
     """The first `limit` result rows as the frame the chat's table element shows."""
     import pandas as pd
 
-    return pd.DataFrame([[table_cell(v) for v in r] for r in rows[:limit]], columns=list(columns))
+    return pd.DataFrame([[table_cell(v, c, language) for v, c in zip(r, columns, strict=False)] for r in rows[:limit]],
+                        columns=list(columns))
 
 
-def render_table(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50) -> cl.Dataframe:
-    return cl.Dataframe(data=result_frame(columns, rows, limit), name="result", display="inline")
+def render_table(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 50,
+                 language: str = "en") -> cl.Dataframe:
+    return cl.Dataframe(data=result_frame(columns, rows, limit, language), name="result", display="inline")
 
 
 def render_chart(png: bytes) -> cl.Image:

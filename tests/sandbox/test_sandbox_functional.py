@@ -216,3 +216,30 @@ def test_describe_isolation_reports_what_holds() -> None:
         assert key in info
     if os.geteuid() == 0:
         assert info["dedicated_uid"] is True  # never run LLM code as root
+
+
+MONTHLY_CSV = ("month,revenue\n" + "".join(f"2024-{m:02d}-01,{382558448.9 + m * 1e7}\n" for m in range(1, 13))).encode()
+PLAIN_LINE_CHART = """
+import pandas as pd
+import matplotlib.pyplot as plt
+
+df = pd.read_csv("data.csv")
+plt.figure(figsize=(6, 4))
+plt.plot(df["month"], df["revenue"], marker="o")
+plt.title("Выручка по месяцам")
+plt.savefig("chart.png", dpi=100, bbox_inches="tight")
+"""
+
+
+def test_worker_reports_tick_labels_overlapping_as_drawn_and_none_after_the_house_style(
+    box: SubprocessSandbox,
+) -> None:
+    result = box.run(PLAIN_LINE_CHART, {"data.csv": MONTHLY_CSV}, timeout_s=30)
+
+    assert result.ok, result.error
+    assert len(result.pngs) == 1
+    [report] = result.readability
+    assert report.overlapping_tick_labels_before > 0  # 12 text dates side by side, as the script drew them
+    assert report.overlapping_tick_labels == 0
+    assert report.tick_labels >= 8
+    assert "house style skipped" not in result.stderr
