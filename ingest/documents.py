@@ -147,8 +147,8 @@ def _read_pdf(path: Path, max_unpacked: int = DEFAULT_MAX_UNPACKED) -> tuple[lis
             text = page.extract_text() or ""
             unpacked += len(text.encode("utf-8"))
             if unpacked > max_unpacked:
-                raise IngestError(_too_large_unpacked(path, f"over {max_unpacked / 2**20:g} MB of text by page {number}",
-                                                      max_unpacked))
+                what = f"over {max_unpacked / 2**20:g} MB of text by page {number}"
+                raise IngestError(_too_large_unpacked(path, what, max_unpacked))
             sections.append(Section(text, page=number))
         title = (reader.metadata.title if reader.metadata else None) or ""
     except LimitReachedError as exc:

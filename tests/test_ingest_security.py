@@ -75,7 +75,8 @@ def test_symlink_leaving_the_root_is_skipped_with_a_reason(
 
 def _bomb_member(archive: Path, megabytes: int) -> None:
     """Add a member of `megabytes` of zeros (deflated to a few KB) to an Office file."""
-    with zipfile.ZipFile(archive, "a", compression=zipfile.ZIP_DEFLATED) as zf, zf.open("customXml/item9.xml", "w") as fh:
+    with zipfile.ZipFile(archive, "a", compression=zipfile.ZIP_DEFLATED) as zf, \
+            zf.open("customXml/item9.xml", "w") as fh:
         block = b"\0" * 2**20
         for _ in range(megabytes):
             fh.write(block)

@@ -18,7 +18,8 @@ from conftest import free_port, stop_process_group
 from test_replicas import NGINX, _nginx_conf, _spawn, _wait_tcp
 
 pytestmark = pytest.mark.skipif(
-    not NGINX.exists(), reason=f"needs nginx at {NGINX}: scripts/test.sh installs Debian's `nginx`, or set RAG_BOT_NGINX"
+    not NGINX.exists(),
+    reason=f"needs nginx at {NGINX}: scripts/test.sh installs Debian's `nginx`, or set RAG_BOT_NGINX",
 )
 
 
