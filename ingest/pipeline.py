@@ -3,6 +3,8 @@
 A file is re-read only when its content hash changed; a changed file replaces exactly its old chunks
 in one transaction, so a crash or Ctrl-C leaves every document either old or new, never half, and the
 next run finishes the work. One bad file is reported with its reason and never stops the rest.
+"Unchanged" means the same file, sidecar and imposed metadata (`source_hash`: a new --audience is a
+change). One ingest writes a store at a time (`ingest_lock`, a PostgreSQL advisory lock).
 """
 
 from __future__ import annotations

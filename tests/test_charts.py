@@ -117,3 +117,17 @@ def test_eval_counts_the_values_a_histogram_counts_not_its_bins(sandbox: Subproc
     assert chart_matches(summary, "histogram", {"min_points": 12}) == (
         True, "histogram: 4 bins over 12 values, expected at least 12")
     assert not chart_matches(summary, "histogram", {"min_points": 1000})[0]
+
+
+def test_weakly_isolated_host_gets_no_chart_and_a_plain_note() -> None:
+    import dataclasses
+
+    from sandbox.isolation import detect_isolation
+
+    weak = dataclasses.replace(detect_isolation(), namespaces=(), jail=False)  # as after a refused unshare
+    llm = FakeLLM([GOOD, GOOD])
+    with SubprocessSandbox(pool_size=0, isolation=weak) as box:
+        chart = answer_chart("График выручки по месяцам", COLUMNS, ROWS, llm=llm, sandbox=box, language="ru")
+    assert chart.status == "failed" and chart.png is None
+    assert "Графики на этом сервере отключены" in chart.message and "таблицей" in chart.message
+    assert len(llm.received) == 1  # no repair round: the code was fine, the host is not
