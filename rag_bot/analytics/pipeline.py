@@ -323,6 +323,7 @@ def answer_analytics(
         answer.retries += 1
         tried.add(_normal(sql))
         problem = outcome.problem or "no query was written"
+        logger.info("analytics attempt %d failed: %s", repairs, problem[:500])
         missing = _MISSING_NAME.findall(problem)
         for name, tables_with_it in where_columns_live(missing, index).items():
             problem += f"\n{name} is a column of: {', '.join(tables_with_it)} (join that table)."
@@ -338,6 +339,7 @@ def answer_analytics(
         outcome = _try(sql, runner, allowed, opts, lang, timings)
 
     if outcome.result is None:
+        logger.info("analytics gave up: %s", (outcome.problem or "no query was written")[:500])
         missing = _missing_data(outcome)
         if missing and not _named_in_schema(missing, index):
             # Every repair still asked for a column or table the database does not have: the data is
