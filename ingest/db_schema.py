@@ -192,8 +192,8 @@ def _read_one_schema(
         return qualify(fk.get("referred_schema") or default, fk["referred_table"])
 
     referenced: dict[str, list[tuple[str, str, str]]] = {}
-    for name, fks in fks_by_table.items():
-        for fk in fks:
+    for name, table_fks in fks_by_table.items():
+        for fk in table_fks:
             for own, ref in zip(fk["constrained_columns"], fk["referred_columns"], strict=False):
                 referenced.setdefault(target(fk), []).append((qualify(schema, name), own, ref))
     result = []
@@ -480,7 +480,7 @@ def sync_schema_notes(
     if store.document_hashes(source, kind=SCHEMA_KIND).get(source) == content_hash:
         return False
     sections = re.split(r"(?m)^(?=## )", text)
-    chunks = []
+    chunks: list[ChunkRecord] = []
     for section in sections:
         body = section.strip()
         if not body:

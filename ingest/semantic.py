@@ -66,7 +66,8 @@ class LlamaIndexEmbedding(BaseEmbedding):
             # Identical texts (two sentences make two identical groups) centre to zero: nothing to compare.
             if norms.min() > 1e-6:
                 vectors = centred / norms
-        return vectors.tolist()
+        lists: list[list[float]] = vectors.tolist()
+        return lists
 
 
 def semantic_splitter(embedder: Embedder, percentile: int = 95, buffer_size: int = 1) -> SemanticSplitterNodeParser:

@@ -559,7 +559,7 @@ def doctor() -> None:
         return f"{settings.llm_base_url} serves {served}"
 
     def sandbox_probe() -> str:
-        from sandbox import describe_isolation  # type: ignore[attr-defined]
+        from sandbox import describe_isolation
 
         info = describe_isolation()
         if info["level"] != "strong" and not settings.sandbox_allow_weak_isolation:

@@ -58,7 +58,8 @@ def install_request_id_logging(fmt: str = LOG_FORMAT) -> None:
 
 
 # -- metrics --------------------------------------------------------------------------------------
-disable_created_metrics()  # no *_created series: they double the output and nothing here reads them
+# No *_created series: they double the output and nothing here reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
 QUESTIONS = Counter(

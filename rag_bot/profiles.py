@@ -44,21 +44,21 @@ class Described(_Strict):
 
 
 class RouterConfig(_Strict):
-    intent_confidence: float = Field(0.70, ge=0.0, le=1.0)
-    domain_confidence: float = Field(0.60, ge=0.0, le=1.0)
-    domain_margin: float = Field(0.15, ge=0.0, le=1.0)
+    intent_confidence: float = Field(default=0.70, ge=0.0, le=1.0)
+    domain_confidence: float = Field(default=0.60, ge=0.0, le=1.0)
+    domain_margin: float = Field(default=0.15, ge=0.0, le=1.0)
     on_ambiguous_domain: Literal["search_both", "clarify"] = "search_both"
     # Soft routing: search the top domains until their probabilities add up to this (0 = off),
     # at most max_domains of them.
-    domain_coverage: float = Field(0.0, ge=0.0, le=1.0)
-    max_domains: int = Field(3, ge=1)
+    domain_coverage: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_domains: int = Field(default=3, ge=1)
     # The fast path's model over the examples (compared in docs/EVALUATION.md, router section).
     classifier: Literal["logreg", "prototypes"] = "logreg"
     # Generated example messages (JSON lines, see rag_bot/assistant/router_examples.py), relative to this file.
     training_file: Path | None = None
     # A docs question whose best document chunk is less similar than this (cosine) is out of scope:
     # nothing the bot may read is about it. None: no such check.
-    min_relevance: float | None = Field(None, ge=0.0, le=1.0)
+    min_relevance: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 Language = Literal["ru", "en"]

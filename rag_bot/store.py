@@ -136,7 +136,7 @@ class VectorStore:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS rag_meta (key text PRIMARY KEY, value text NOT NULL)"
             )
-            meta = dict(conn.execute("SELECT key, value FROM rag_meta").fetchall())
+            meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM rag_meta").fetchall())
             if meta.get("embedder") and (
                 meta["embedder"] != self._embedder_name or int(meta["dim"]) != self._dim
             ):
@@ -202,7 +202,8 @@ class VectorStore:
         compete with the embedder. Yields whether it applies. If the process dies in between, search
         still works, exactly and slower, until the next start's `migrate()` builds the index.
         """
-        empty = not self.conn.execute("SELECT EXISTS (SELECT 1 FROM chunks)").fetchone()[0]
+        row = self.conn.execute("SELECT EXISTS (SELECT 1 FROM chunks)").fetchone()
+        empty = row is not None and not row[0]
         if empty:
             self.conn.execute("DROP INDEX IF EXISTS chunks_embedding_hnsw")
         try:

@@ -56,7 +56,9 @@ def _check(ret: int, what: str) -> None:
 
 
 def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    def enc(s: str | None) -> bytes | None:
+        return s.encode() if s is not None else None
+
     _check(
         _libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}"
     )
@@ -369,7 +371,8 @@ def install_seccomp() -> None:
 
 
 def seccomp_active() -> bool:
-    return _libc.prctl(21, 0, 0, 0, 0) == 2  # PR_GET_SECCOMP -> SECCOMP_MODE_FILTER
+    mode: int = _libc.prctl(21, 0, 0, 0, 0)  # PR_GET_SECCOMP
+    return mode == 2  # SECCOMP_MODE_FILTER
 
 
 # --- Python-level socket stub ------------------------------------------------------------------

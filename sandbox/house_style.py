@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from matplotlib import ticker
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 # A no-break space groups digits in Russian and English alike (a comma would read as the Russian
 # decimal separator); it never breaks a tick label in two.
 GROUP_SEPARATOR = "\u00a0"
 
-HOUSE_RC: dict[str, Any] = {
+HOUSE_RC: dict[RcKeyType, Any] = {
     "figure.figsize": (9.0, 5.0),
     "figure.dpi": 100,
     "figure.autolayout": True,  # tight_layout at every draw: rotated labels and long titles fit

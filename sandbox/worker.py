@@ -140,7 +140,9 @@ def _preload() -> None:
     fig, axes = plt.subplots(2, 3, figsize=(9, 5))
     df.groupby("город")["продажи"].sum().plot.bar(ax=axes[0, 0], title="Проверка шрифта")
     df.groupby("месяц")["продажи"].mean().plot(ax=axes[0, 1], marker="o", legend=True)
-    df.set_index("город")["продажи"].plot.pie(ax=axes[0, 2], autopct="%1.0f%%")
+    df.set_index("город")["продажи"].plot.pie(  # type: ignore[call-overload]  # pandas-stubs: a Series needs no y
+        ax=axes[0, 2], autopct="%1.0f%%"
+    )
     axes[1, 0].scatter(df["продажи"], df["продажи"], alpha=0.5)
     axes[1, 1].hist(df["продажи"], bins=3)
     axes[1, 2].plot(pd.to_datetime(df["месяц"]), df["продажи"])
@@ -166,18 +168,28 @@ def _preload() -> None:
     gc.freeze()  # the zygote's objects are never scanned again: faster collections, fewer CoW copies
 
 
-def _confine(plan: dict[str, Any]) -> None:
+def _sandbox_user(plan: dict[str, Any]) -> tuple[int, int] | None:
+    """The uid and gid to become, or None when the plan names no dedicated user."""
     uid, gid = plan.get("uid"), plan.get("gid")
+    if uid is None:
+        return None
+    if gid is None:  # never half a user: refuse rather than keep root's group
+        raise confine.ConfinementError("the plan names a uid but no gid")
+    return int(uid), int(gid)
+
+
+def _confine(plan: dict[str, Any]) -> None:
+    user = _sandbox_user(plan)
     if plan.get("jail"):
         project_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         confine.enter_jail(plan["host_dir"], disk_mb=int(plan.get("disk_mb", 64)), project_root=project_root)
-        if uid is not None:
-            confine.chown_workdir(uid, gid)
+        if user is not None:
+            confine.chown_workdir(*user)
     else:
         os.chdir(os.path.join(plan["host_dir"], "work"))
     confine.drop_bounding_set()
-    if uid is not None:
-        confine.drop_privileges(uid, gid)
+    if user is not None:
+        confine.drop_privileges(*user)
     confine.clear_capabilities()
     confine.set_no_new_privs()
     if plan.get("seccomp"):

@@ -76,6 +76,8 @@ ensure_nginx() {
 }
 ensure_chromium
 ensure_nginx
+step "Type-checking with mypy (pyproject.toml [tool.mypy]) ..."
+uv run --no-sync mypy
 step "Running the tests ..."
 set +e
 uv run --no-sync pytest "$@"

@@ -221,12 +221,15 @@ def test_conversation_continues_on_another_replica_sharing_postgres(
             assert second["intent"] == "docs" and second["conversation_id"] == "ticket-42"
             assert "How long is the warranty on laptops? and for monitors?" in prompt_text(llm.received[-1])
 
-            fresh = replica_b.post("/api/v1/ask", json={"question": "and for monitors?", "conversation_id": "other"},
+            # A fresh conversation: a self-contained question (a bare "and for monitors?" with no earlier
+            # turn is rightly out of scope now), and nothing of ticket-42 in its prompt.
+            fresh = replica_b.post("/api/v1/ask", json={"question": "What is the warranty for monitors?",
+                                                        "conversation_id": "other"},
                                    headers=auth()).json()
             assert fresh["intent"] == "docs" and "laptops" not in prompt_text(llm.received[-1])
             # Another key using the same conversation id starts its own conversation.
             asked = len(llm.received)
-            other_key = replica_b.post("/api/v1/ask", json={"question": "and for monitors?",
+            other_key = replica_b.post("/api/v1/ask", json={"question": "What is the warranty for monitors?",
                                                             "conversation_id": "ticket-42"}, headers=auth("staff-key"))
             assert other_key.json()["intent"] == "docs" and len(llm.received) == asked + 1
             assert "laptops" not in prompt_text(llm.received[-1])

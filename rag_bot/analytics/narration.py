@@ -223,8 +223,9 @@ def _row_labels(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[_
             found[key][1].add(number)
     labels = [_Label(key, column, pattern, frozenset(numbers)) for (key, column), (pattern, numbers) in found.items()]
     for index in range(len(columns)):
-        dates = [row[index] if index < len(row) else None for row in rows]
-        if not dates or not all(isinstance(d, date) and d.day == 1 for d in dates):
+        cells = [row[index] if index < len(row) else None for row in rows]
+        dates = [d for d in cells if isinstance(d, date) and d.day == 1]
+        if not dates or len(dates) != len(cells):  # a month column: every cell the 1st of a month
             continue
         for month in sorted({d.month for d in dates}):
             numbers = frozenset(n for n, d in enumerate(dates) if d.month == month)

@@ -324,8 +324,8 @@ def answer_analytics(
         tried.add(_normal(sql))
         problem = outcome.problem or "no query was written"
         logger.info("analytics attempt %d failed: %s", repairs, problem[:500])
-        missing = _MISSING_NAME.findall(problem)
-        for name, tables_with_it in where_columns_live(missing, index).items():
+        unplaced = _MISSING_NAME.findall(problem)
+        for name, tables_with_it in where_columns_live(unplaced, index).items():
             problem += f"\n{name} is a column of: {', '.join(tables_with_it)} (join that table)."
         conversation += [ChatMessage("assistant", sql or "(no query)"),
                          repair_message(sql, problem, allowed.tables, columns=query_columns(sql, index))]

@@ -125,7 +125,7 @@ def harden_reader_role(
             raise ConfigError(f"The role name {name!r} is not a plain identifier; use letters, digits and '_'.")
     if not re.match(r"^\d+\s*(kB|MB|GB|TB)?$", temp_file_limit):
         raise ConfigError(f"temp_file_limit {temp_file_limit!r} must look like '1GB' or '500MB'.")
-    extra = {"dbname": dbname} if dbname else {}
+    extra: dict[str, Any] = {"dbname": dbname} if dbname else {}
     with psycopg.connect(_plain(admin_url), autocommit=True, **extra) as conn:
         me = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
         if not me or not me[0]:

@@ -73,7 +73,7 @@ def scope_tables(store: VectorStore, domains: Sequence[str] | None, audiences: S
             name=str(meta.get("table")), text=str(text), neighbours=tuple(meta.get("neighbours") or ()),
             database=str(meta.get("database") or ""), source=str(source), schema=str(meta.get("schema") or "public"),
             columns=tuple(meta.get("columns") or ()),
-            foreign_keys=tuple(tuple(fk) for fk in meta.get("foreign_keys") or ()),  # type: ignore[misc]
+            foreign_keys=tuple(tuple(fk) for fk in meta.get("foreign_keys") or ()),
         )
         for meta, text, source in rows
     ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 
-def _classes(names: str) -> frozenset[type[exp.Expression]]:
+def _classes(names: str) -> frozenset[type[exp.Expr]]:  # Expr: the base of Func and Expression alike
     return frozenset(getattr(exp, name) for name in names.split() if hasattr(exp, name))
 
 

@@ -123,7 +123,11 @@ def annotate_periods(question: str, today: date) -> str:
     for pattern, key in _PERIOD_PHRASES:
         start, end = periods[key]
         dates = f" [{start.isoformat()} to before {end.isoformat()}]"
-        question = re.sub(pattern, lambda m, dates=dates: m.group(0) + dates, question, count=1, flags=re.I)
+
+        def with_dates(m: re.Match[str], dates: str = dates) -> str:
+            return m.group(0) + dates
+
+        question = re.sub(pattern, with_dates, question, count=1, flags=re.I)
     return question
 
 

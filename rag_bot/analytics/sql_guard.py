@@ -144,7 +144,7 @@ def _function_name(node: exp.Func) -> str:
     return node.sql_name().lower()
 
 
-def _syntax_name(node: exp.Expression) -> str:
+def _syntax_name(node: exp.Expr) -> str:
     text = node.sql("postgres") if not isinstance(node, exp.Query) else node.key.upper()
     return text if len(text) <= 40 else type(node).__name__
 

@@ -93,7 +93,8 @@ def unresolved_reason(sql: str, index: SchemaIndex) -> str | None:
     """None when sqlglot's `qualify` resolves every table and column against the schema, else why not."""
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
-        qualify(tree, schema=index.sqlglot_schema(), db="public", dialect="postgres",
+        schema: dict[str, object] = dict(index.sqlglot_schema())  # qualify's (invariant) parameter type
+        qualify(tree, schema=schema, db="public", dialect="postgres",
                 validate_qualify_columns=True, quote_identifiers=False)
     except (ParseError, TokenError):
         return None  # the guard reports parse errors
@@ -135,7 +136,7 @@ def repair_identifiers(sql: str, index: SchemaIndex) -> Repair:
     return repair
 
 
-def _repair_tables(tree: exp.Expression, index: SchemaIndex, ctes: set[str], repair: Repair) -> None:
+def _repair_tables(tree: exp.Expr, index: SchemaIndex, ctes: set[str], repair: Repair) -> None:
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier) or (not table.db and table.name.lower() in ctes):
             continue

@@ -19,8 +19,8 @@ would refuse every request that arrives through a reverse proxy under the compan
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI
 from fastapi.security import HTTPAuthorizationCredentials
@@ -55,6 +55,7 @@ from rag_bot.observability import observe_error
 from rag_bot.prompts import detect_language
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MCP_PATH = "/mcp"
 DATA_TOOLS = frozenset({"query_data"})
@@ -230,7 +231,7 @@ def _rows(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     return [[jsonable(v) for v in row] for row in rows]
 
 
-async def _guarded(work: Any, language: str) -> Any:
+async def _guarded(work: Callable[[], T], language: str) -> T:
     """Run blocking work off the event loop; failures become a tool error a person can read."""
     try:
         return await run_in_threadpool(work)

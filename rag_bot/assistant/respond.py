@@ -152,6 +152,7 @@ def _answer_data(
     from rag_bot.analytics.pipeline import answer_analytics
 
     previous = _last_data(conversation)
+    sql: str | None  # as Reply.sql: a stored turn's query, or the analytics answer's (Optional there)
     if route.intent == "chart" and previous is not None and (route.path == "followup" or _points_back(message)):
         sql, columns, rows = previous  # "plot that": reuse the last result instead of querying again
         reply.text = ""

@@ -275,7 +275,7 @@ _ROUTER_SYSTEM = (
 def _option_line(name: str, described: Described, language: str, examples: int = 3) -> str:
     """'- name: description. Examples: "..."; "..."' with examples in the message's language first:
     a small model follows a few examples better than a definition alone."""
-    description = described.description.get("en") or next(iter(described.description.values()))  # type: ignore[call-overload]
+    description = described.description.get("en") or next(iter(described.description.values()))
     same = [e for e in described.examples if detect_language(e) == language]
     chosen = (same + [e for e in described.examples if e not in same])[:examples]
     return f"- {name}: {description.rstrip('.')}. Examples: " + "; ".join(f'"{e}"' for e in chosen)
@@ -319,7 +319,9 @@ class Router:
         self._embedder = embedder
         self._llm = llm
         self._relevance = relevance
-        intents: dict[str, Described] = dict(config.intents)
+        # Keyed by label (str), as the classifiers and the LLM's choice are.
+        self._intent_options: dict[str, Described] = {name: d for name, d in config.intents.items()}
+        intents = dict(self._intent_options)
         domains = {name: config.domains[name] for name in profile.domains}
         if self._settings.training_file is not None:
             extra = load_training_examples(self._settings.training_file, set(config.domains))
@@ -385,7 +387,7 @@ class Router:
         if intent_conf < self._settings.intent_confidence and self._llm is not None and not irrelevant:
             candidates = [label for label, p in intent_probs if p >= 0.02][:3]
             if len(candidates) > 1:
-                chosen = self._choose(message, candidates, self._config.intents, language)
+                chosen = self._choose(message, candidates, self._intent_options, language)
                 if chosen is not None:
                     intent, intent_conf, path = chosen, max(intent_conf, 0.5), "slow"
                 if intent == "docs" and self._irrelevant(embedding):

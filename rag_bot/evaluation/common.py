@@ -62,7 +62,7 @@ class CachedEmbedder:
         if self._dirty:
             self._file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._file.with_suffix(".tmp.npz")
-            np.savez(tmp, **self._cache)
+            np.savez(tmp, **self._cache)  # type: ignore[arg-type]  # keys are sha1 digests, never "allow_pickle"
             tmp.replace(self._file)
             self._dirty = False
 

@@ -54,13 +54,14 @@ class OpenAICompatClient:
         self._temperature = temperature
         self._max_tokens = max_tokens
         timeout = httpx.Timeout(timeout_s, connect=5.0)
+        # openai is annotated with httpx2's types but converts httpx timeouts and accepts httpx clients.
         self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
-            http_client=http_client,
+            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,  # type: ignore[arg-type]
+            http_client=http_client,  # type: ignore[arg-type]
         )
         self._aclient = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
-            http_client=async_http_client,
+            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,  # type: ignore[arg-type]
+            http_client=async_http_client,  # type: ignore[arg-type]
         )
 
     def _params(self, messages: Sequence[ChatMessage], max_tokens: int | None) -> dict[str, Any]:
@@ -168,9 +169,10 @@ class OpenAICompatClient:
         if temperature is not None:
             params["temperature"] = temperature
         try:
-            response = self._client.chat.completions.create(
+            # llama.cpp's "schema" key is not in openai's ResponseFormatJSONObject.
+            response = self._client.chat.completions.create(  # type: ignore[call-overload]
                 **params,
-                response_format={"type": "json_object", "schema": schema},  # type: ignore[typeddict-unknown-key]
+                response_format={"type": "json_object", "schema": schema},
                 extra_body={"structured_outputs": {"json": schema}},
             )
         except openai.APIError as exc:

@@ -76,7 +76,7 @@ def build_backend(settings: Settings, pool: ConnectionPool | ConversationPool) -
                        "`rag-bot api-key create NAME --profile support`.", settings.api_keys_path)
 
     def services(profile: str) -> Services:
-        return shared_components(settings).services(profile)  # type: ignore[no-any-return]
+        return shared_components(settings).services(profile)
 
     return Backend(profiles=profiles, services=services, connection=pool.connection, keys=keys,
                    rate_per_minute=settings.api_rate_per_minute, keep_turns=settings.conversation_turns_kept,

@@ -77,7 +77,7 @@ elif _settings.ui_auth == "header":
 # -- history (Chainlit's data layer) ---------------------------------------------------------------
 if _settings.chat_history:
 
-    @cl.data_layer
+    @cl.data_layer  # type: ignore[arg-type]  # annotated as never None, but Chainlit handles None (no history)
     def data_layer() -> BaseDataLayer | None:
         """Chat history on the project's PostgreSQL; None (no history, chat still works) if unreachable."""
         from rag_bot.ui.chat_history import migrate_chat_history

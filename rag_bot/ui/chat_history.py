@@ -132,7 +132,7 @@ def migrate_chat_history(conn: psycopg.Connection, schema: str) -> None:
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         conn.execute(f'SET LOCAL search_path TO "{schema}"')
         for statement in _TABLES:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
 
 # -- what an answer step carries ------------------------------------------------------------------
@@ -162,7 +162,9 @@ class AnswerMeta:
                 metadata = json.loads(metadata)
             except json.JSONDecodeError:
                 return None
-        raw = (metadata or {}).get(META_KEY)
+        if not isinstance(metadata, Mapping):  # None, or JSON that is not an object ("[]", "3")
+            return None
+        raw = metadata.get(META_KEY)
         if not isinstance(raw, dict) or not isinstance(raw.get("question"), str):
             return None
         known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
@@ -178,7 +180,7 @@ class AnswerMeta:
 
         if self.intent not in INTENTS:
             return None
-        return Route(intent=self.intent, domains=tuple(self.domains), intent_confidence=1.0,  # type: ignore[arg-type]
+        return Route(intent=self.intent, domains=tuple(self.domains), intent_confidence=1.0,
                      domain_confidence=1.0, path="fast", language=self.language)
 
 
@@ -238,7 +240,7 @@ def iter_rated_answers(conn: psycopg.Connection, schema: str, *, min_rating: int
                        ORDER BY m."createdAt" DESC LIMIT 1) s ON true
         WHERE f.value >= %s
         ORDER BY s."createdAt", s.id
-        """,  # type: ignore[arg-type]
+        """,
         (min_rating,),
     ).fetchall()
     for step_id, thread_id, created_at, value, comment, output, metadata, user_text in rows:

@@ -18,7 +18,7 @@ from typing import Any
 
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.storage_clients.base import BaseStorageClient
-from chainlit.types import Feedback, PaginatedResponse, Pagination, ThreadFilter
+from chainlit.types import Feedback, PaginatedResponse, Pagination, ThreadDict, ThreadFilter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -134,7 +134,7 @@ class ChatDataLayer(SQLAlchemyDataLayer):
                     logger.exception("could not store the solved example for step %s", feedback.forId)
         return feedback_id
 
-    async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse:
+    async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse[ThreadDict]:
         """The stock layer loads every thread with its elements for the sidebar; skip the files there."""
         token = _LISTING.set(True)
         try:
@@ -147,6 +147,7 @@ class ChatDataLayer(SQLAlchemyDataLayer):
 
     async def get_element(self, thread_id: str, element_id: str) -> Any:
         element = await super().get_element(thread_id, element_id)
-        if element is not None and element.get("objectKey") and self.storage_provider is not None:
-            element["url"] = await self.storage_provider.get_read_url(element["objectKey"]) or element.get("url")
+        key = element.get("objectKey") if element is not None else None
+        if element is not None and key and self.storage_provider is not None:
+            element["url"] = await self.storage_provider.get_read_url(key) or element.get("url")
         return element
