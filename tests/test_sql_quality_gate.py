@@ -18,6 +18,7 @@ import pytest
 from analytics_fixtures import demo_admin_url, demo_db, demo_schema_store  # noqa: F401
 
 from ingest.db_schema import sync_schema_notes
+from rag_bot.analytics.schema_context import add_solved_examples_file
 from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
 from rag_bot.demo.load import DemoLoadReport
@@ -56,6 +57,10 @@ def test_real_model_answers_enough_report_questions_cold(
 ) -> None:
     store = demo_schema_store(pg_admin_url, demo_db, embedder, "t_gate_", domain=DEMO_TABLE_DOMAINS)
     sync_schema_notes(REPO / "knowledge_base/db/README.md", store, embedder, database="demo")
+    # As the chat runs: the deployment's solved examples (none a near-copy of an evaluation question,
+    # tests/test_eval_sql_items.py::test_demo_examples_pool_has_no_near_copy_of_an_evaluated_question),
+    # never the evaluated set's own gold SQL.
+    add_solved_examples_file(REPO / "knowledge_base/db/examples.yaml", store, embedder)
     llm = OpenAICompatClient(llamacpp_server, "ci-model", temperature=0.0, max_tokens=400, timeout_s=600)
     outcomes: list[tuple[str, str, bool]] = []
     try:
@@ -63,7 +68,7 @@ def test_real_model_answers_enough_report_questions_cold(
             for item in gate_items():
                 answer = answer_analytics(item.question, llm=llm, store=store, embedder=embedder, runner=runner,
                                           language=item.language, today=item.today,
-                                          options=AnalyticsOptions(examples=0, narrate=False, max_rows=10000))
+                                          options=AnalyticsOptions(narrate=False, max_rows=10000))
                 correct, _ = score(item, answer.status, answer.rows, demo_admin_url)
                 outcomes.append((item.id, answer.status, correct))
     finally:
