@@ -285,7 +285,10 @@ def test_docs_answer_streams_with_sources_and_a_thumbs_up_is_stored(page: Page, 
     # A source opens its passage in the side panel.
     answer.locator(".element-link").first.click()
     page.locator("#side-view-title", has_text=sources[0]).wait_for(state="visible")
-    page.locator("#side-view-content", has_text="knowledge_base/docs/").wait_for(state="visible")
+    # It names the document by its path inside the documents folder, never the server's absolute path.
+    panel = page.locator("#side-view-content", has_text=re.compile(r"[\w-]+/[\w.-]+\.md"))
+    panel.wait_for(state="visible")
+    assert str(REPO) not in panel.inner_text()
 
     answer.locator(".positive-feedback-off").click()
     page.locator("#submit-feedback").click()
@@ -330,7 +333,10 @@ def test_support_widget_on_the_demo_page_answers(page: Page, app: App) -> None:
 def test_data_answer_shows_a_table_and_a_follow_up_chart_an_image(page: Page, app: App) -> None:
     sign_in(page, app, ANALYST)
     page.locator("#starter-top-customers-2024").wait_for(state="visible")
-    ask(page, "top 5 customers by revenue in 2024")
+    # A question the deployment has a saved solved example for (knowledge_base/db/examples.yaml): this
+    # test is the plumbing (table, SQL step, follow-up chart); how well the model does on questions
+    # it has no example for is measured by `rag-bot eval sql` and the quality tests, not here.
+    ask(page, "Share of urgent tickets per support channel")
     answer, _ = wait_answer(page, ".dataframe table", DATA_TIMEOUT_S, app)
     table = answer.locator(".dataframe table").first
     headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
