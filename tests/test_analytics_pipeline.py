@@ -17,7 +17,7 @@ from analytics_fixtures import demo_admin_url, demo_db, demo_schema_store, sql_r
 
 from ingest.db_schema import sync_schema, sync_schema_notes
 from rag_bot.analytics.pipeline import AnalyticsOptions, answer_analytics
-from rag_bot.analytics.schema_context import retrieve_schema_context
+from rag_bot.analytics.schema_context import add_solved_example, retrieve_schema_context
 from rag_bot.analytics.sql_generation import annotate_periods, build_messages, period_hints
 from rag_bot.analytics.sql_runner import PostgresSqlRunner
 from rag_bot.demo.load import DemoLoadReport
@@ -146,3 +146,39 @@ def test_relative_periods_in_the_question_get_their_dates(question: str, expecte
 
 def test_question_without_a_relative_period_is_unchanged() -> None:
     assert annotate_periods("Revenue by region in 2024", TODAY) == "Revenue by region in 2024"
+
+
+def test_a_saved_question_runs_its_checked_query_and_a_different_one_gets_it_as_an_example(
+    schema_store: VectorStore, embedder: Embedder, sql_runner: PostgresSqlRunner
+) -> None:
+    saved = "SELECT t.channel, count(*) AS tickets FROM support_tickets t GROUP BY t.channel ORDER BY 2 DESC"
+    add_solved_example(schema_store, embedder, "Tickets per support channel", saved, domain="analytics")
+    with_examples = AnalyticsOptions(narrate=False, explain=False, examples=3)
+
+    llm = FakeLLM()
+    same = answer_analytics("tickets per support channel?", llm=llm, store=schema_store, embedder=embedder,
+                            runner=sql_runner, language="en", today=TODAY, options=with_examples)
+    assert same.status == "ok" and llm.received == [] and same.attempts == []  # no model call at all
+    assert same.sql is not None and "GROUP BY t.channel ORDER BY 2 DESC" in same.sql
+    assert same.columns == ["channel", "tickets"] and len(same.rows) >= 3
+
+    # Not the same question: the model writes the query, and sees the saved pair as an example.
+    llm = FakeLLM([_sql("SELECT t.channel, count(*) AS n FROM support_tickets t WHERE t.priority = 'urgent' "
+                        "GROUP BY t.channel")])
+    other = answer_analytics("Urgent tickets per support channel", llm=llm, store=schema_store, embedder=embedder,
+                             runner=sql_runner, language="en", today=TODAY, options=with_examples)
+    assert other.status == "ok" and other.sql != saved and len(llm.received) == 1
+    assert any(m.role == "assistant" and "support_tickets t GROUP BY" in m.content for m in llm.received[0])
+
+
+def test_a_saved_query_that_no_longer_runs_falls_back_to_the_model(
+    schema_store: VectorStore, embedder: Embedder, sql_runner: PostgresSqlRunner
+) -> None:
+    add_solved_example(schema_store, embedder, "Average ticket rating",
+                       "SELECT avg(t.rating_removed_since) FROM support_tickets t", domain="analytics")
+    llm = FakeLLM([_sql("SELECT count(*) AS n FROM support_tickets t")])
+    answer = answer_analytics("Average ticket rating", llm=llm, store=schema_store, embedder=embedder,
+                              runner=sql_runner, language="en", today=TODAY,
+                              options=AnalyticsOptions(narrate=False, explain=False, examples=3))
+    assert answer.status == "ok" and answer.attempts == ["SELECT count(*) AS n FROM support_tickets t"]
+    assert len(llm.received) == 1 and answer.rows[0][0] > 0

@@ -371,7 +371,8 @@ def test_conversation_continues_on_the_other_replica_behind_the_proxy(
     assert [cluster.addresses.get(line.rsplit("upstream=", 1)[-1]) for line in log] == ["A", "B"], log
 
     # The question routed to a domain; B, which never saw it, continued the same conversation.
-    assert (body["intent"], body["domains"], body["language"]) == ("docs", ["support"], "ru")
+    # (Which other domains the router adds is the router's business, measured by `rag-bot eval router`.)
+    assert (body["intent"], body["domains"][0], body["language"]) == ("docs", "support", "ru")
     assert again["conversation_id"] == conversation_id
     assert (again["intent"], again["domains"]) == (body["intent"], body["domains"])
     for answer in (body, again):

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from difflib import SequenceMatcher
@@ -239,7 +239,6 @@ def answer_analytics(
         question, store=store, embedder=embedder, domains=domains, audiences=audiences,
         max_tables=opts.max_tables, char_budget=opts.schema_char_budget, examples=opts.examples,
         example_domains=example_domains if example_domains is not None else domains,
-        exclude_example=question,
     )
     allowed = _allowed(context.scope, runner)
     index = _index(context.scope)
@@ -291,6 +290,16 @@ def answer_analytics(
 
     # What the database holds, for the answers that say it cannot answer.
     tables = ", ".join(context.tables_in_scope or context.table_names) or "-"
+    saved = saved_query(question, context.examples)
+    if saved is not None:
+        # The very question a person saved a checked query for (a starter, a thumbs-up answer): run
+        # that query, through the same guard, instead of asking the model to rewrite it. It still
+        # falls back to the model if the schema has changed under it.
+        outcome = _try(saved, runner, allowed, opts, lang, timings)
+        if outcome.result is not None:
+            logger.info("analytics used the saved query for this question")
+            return _narrated(question, outcome, answer, llm, lang, opts, timings, finish)
+        logger.info("the saved query for this question failed (%s); asking the model", outcome.problem)
     status, sql = generate(messages)
     if status != "answerable":
         return finish("clarify", _CLARIFY[status][lang].format(tables=tables))
@@ -353,7 +362,16 @@ def answer_analytics(
             return finish("error", str(outcome.error) if str(outcome.error) else _FAILED[lang], outcome)
         return finish("error", _FAILED[lang], outcome)
 
+    return _narrated(question, outcome, answer, llm, lang, opts, timings, finish)
+
+
+def _narrated(question: str, outcome: _Outcome, answer: AnalyticsAnswer, llm: LLMClient, lang: str,
+              opts: AnalyticsOptions, timings: dict[str, float],
+              finish: Callable[[Status, str, _Outcome | None], AnalyticsAnswer]) -> AnalyticsAnswer:
+    """The answer for a query that ran: the narrative (or the templated sentence, or the doubt
+    about an empty result)."""
     result = outcome.result
+    assert result is not None
     t = time.perf_counter()
     truncated = result.truncated or (outcome.query is not None and outcome.query.limit_added
                                      and result.row_count >= outcome.query.limit)
@@ -370,6 +388,22 @@ def answer_analytics(
         text = template_answer(result.row_count, lang, truncated)
     timings["narrate"] = time.perf_counter() - t
     return finish("ok", text, outcome)
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def saved_query(question: str, examples: Sequence[tuple[str, str]]) -> str | None:
+    """The SQL of a solved example whose question is this one (same words, any case/punctuation).
+
+    Only the same question: "top customers in 2024" and "in 2025" embed 0.98 apart, so similarity
+    alone would answer the wrong year with a saved query.
+    """
+    words = _WORDS.findall(question.casefold())
+    for example_question, sql in examples:
+        if words and _WORDS.findall(example_question.casefold()) == words:
+            return sql
+    return None
 
 
 def _normal(sql: str | None) -> str:

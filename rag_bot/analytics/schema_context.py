@@ -108,7 +108,6 @@ def retrieve_schema_context(
     notes_char_budget: int = 8000,
     examples: int = 0,
     example_domains: Sequence[str] | None = None,
-    exclude_example: str | None = None,
 ) -> SchemaContext:
     """The tables a question needs, the business definitions and solved examples closest to it.
 
@@ -133,14 +132,10 @@ def retrieve_schema_context(
         context.notes = [h.text for h in hits if h.source.startswith(NOTES_PREFIX) and h.text in all_notes][:notes]
     if examples:
         hits = store.search(SearchQuery(text=question, embedding=vector, audiences=audiences,
-                                        domains=example_domains, kinds=(EXAMPLE_KIND,), top_k=examples + 1))
+                                        domains=example_domains, kinds=(EXAMPLE_KIND,), top_k=examples))
         for hit in hits:
             q, _, sql = hit.text.partition("\nSQL: ")
-            q = q.removeprefix("Question: ")
-            if exclude_example is not None and q.strip() == exclude_example.strip():
-                continue
-            context.examples.append((q, sql))
-        context.examples = context.examples[:examples]
+            context.examples.append((q.removeprefix("Question: "), sql))
     if sum(len(t.text) for t in scope) <= char_budget:
         context.tables = sorted(scope, key=lambda t: t.name)
         return context
