@@ -136,6 +136,7 @@ def _llm_server(settings: Settings, engine: str | None) -> Any:
         log_path=settings.logs_dir / f"llm-{chosen}.log",
         vllm_python=vllm_python,
         start_timeout_s=settings.llm_start_timeout_s,
+        prompt_cache_mb=settings.llm_prompt_cache_mb,
     )
 
 

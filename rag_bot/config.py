@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     llm_context: int = 8192
     llm_threads: int = 2
     llm_start_timeout_s: float = 600.0
+    # llama.cpp's RAM prompt cache (KV states resumed by longest common prefix); 0 turns it off.
+    llm_prompt_cache_mb: int = Field(default=1024, ge=0)
 
     # --- Ingestion -------------------------------------------------------------------------------
     chunk_size_tokens: int = 256

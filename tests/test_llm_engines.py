@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -198,11 +199,11 @@ def client_for(server: LLMServer) -> OpenAI:
     return OpenAI(base_url=server.base_url, api_key="not-needed", timeout=300.0, max_retries=0)
 
 
-def complete(server: LLMServer, messages: list[dict[str, str]], **kwargs: object) -> str:
+def complete(server: LLMServer, messages: list[dict[str, str]], max_tokens: int = 32, **kwargs: object) -> str:
     response = client_for(server).chat.completions.create(
         model=server.served_name,
         messages=messages,
-        max_tokens=32,
+        max_tokens=max_tokens,
         temperature=0.0,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -262,6 +263,31 @@ def test_llamacpp_rejects_openai_json_schema_response_format(llamacpp_server: LL
     """llama-cpp-python 0.3.36 only knows response_format types "text" and "json_object"."""
     with pytest.raises(openai.APIStatusError, match="json_object"):
         complete(llamacpp_server, CLASSIFY, **JSON_SCHEMA_CHOICE)
+
+
+def _prompt_tokens_evaluated(server: LLMServer, send: Callable[[], object]) -> int:
+    """Tokens the server evaluated for one request (its log's perf line): what the KV cache did not hold."""
+    before = server.log_path.read_text(encoding="utf-8", errors="replace")
+    send()
+    after = server.log_path.read_text(encoding="utf-8", errors="replace")[len(before):]
+    counts = re.findall(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens", after)
+    assert counts, f"no perf line in the server log for this request:\n{after[-2000:]}"
+    return int(counts[-1])
+
+
+@pytest.mark.llm
+def test_llamacpp_resumes_a_long_prompt_after_another_prompt_in_between(llamacpp_server: LLMServer) -> None:
+    # A data question, a docs question, the next data question: the second data question must not
+    # re-read the long schema prompt (the RAM prompt cache, LLMServer(prompt_cache_mb=...)).
+    schema = (Path(__file__).resolve().parents[1] / "knowledge_base/db/schema.sql").read_text(encoding="utf-8")
+    system = {"role": "system", "content": "Write SQL for this schema.\n" + schema[:3000]}
+    first = _prompt_tokens_evaluated(llamacpp_server, lambda: complete(
+        llamacpp_server, [system, {"role": "user", "content": "How many orders?"}], max_tokens=1))
+    _prompt_tokens_evaluated(llamacpp_server, lambda: complete(
+        llamacpp_server, [{"role": "user", "content": "Say hello in one word."}], max_tokens=1))
+    again = _prompt_tokens_evaluated(llamacpp_server, lambda: complete(
+        llamacpp_server, [system, {"role": "user", "content": "Revenue by region in 2024?"}], max_tokens=1))
+    assert first > 500 and again < first / 5, (first, again)
 
 
 @pytest.mark.llm

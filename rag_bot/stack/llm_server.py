@@ -71,6 +71,7 @@ class LLMServer:
         extra_env: dict[str, str] | None = None,
         pid_path: Path | None = None,
         start_timeout_s: float = 600.0,
+        prompt_cache_mb: int = 1024,
     ) -> None:
         if engine not in ("llamacpp", "vllm"):
             raise ConfigError(f"Unknown LLM engine {engine!r}; use 'llamacpp' or 'vllm'.")
@@ -86,6 +87,7 @@ class LLMServer:
         self.extra_env = dict(extra_env or {})
         self.pid_path = pid_path or self.log_path.with_suffix(".pid")
         self.start_timeout_s = start_timeout_s
+        self.prompt_cache_mb = prompt_cache_mb
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -120,6 +122,13 @@ class LLMServer:
                 # waits: two users asking at once would both get empty answers. Queue them instead.
                 "--interrupt_requests", "False",
             ]  # fmt: skip
+            if self.prompt_cache_mb > 0:
+                # llama-cpp-python keeps only the last prompt's KV state: a docs question between two
+                # data questions made the next one re-read the ~5k-token schema prompt (minutes on
+                # 2 cores). The RAM cache keeps several states and resumes from the longest common
+                # prefix (bench/prompt_cache.py). Its size counts the KV state only; each entry also
+                # holds a copy of the logits buffer (n_batch x vocab floats, ~0.3 GB for Qwen2.5).
+                argv += ["--cache", "True", "--cache_type", "ram", "--cache_size", str(self.prompt_cache_mb << 20)]
             return argv, env
 
         python = self.vllm_python
