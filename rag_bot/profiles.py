@@ -122,6 +122,7 @@ class Profile(_Strict):
     starters: dict[Language, list[Starter]] = Field(default_factory=dict)
     instructions: Instructions = Instructions()
     llm: LLMSettings = LLMSettings()
+    follow_ups: bool = True  # offer 2-3 next questions after each answer (rag_bot.assistant.suggestions)
 
     @property
     def data_access(self) -> bool:

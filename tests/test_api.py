@@ -334,3 +334,10 @@ def parse_sse(lines: Iterator[str]) -> list[tuple[str, Any]]:
     if data:
         events.append((name, json.loads("\n".join(data))))
     return events
+
+
+def test_an_answer_carries_follow_up_suggestions_the_bot_can_answer(client: TestClient,
+                                                                   profiles: ProfilesConfig) -> None:
+    body = client.post("/api/v1/ask", json={"question": "Hello!"}, headers=auth()).json()
+    starters = [s.message for s in profiles.profile("support").starters_for("en")][:3]
+    assert body["intent"] == "smalltalk" and starters and body["suggestions"] == starters

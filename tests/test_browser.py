@@ -360,8 +360,13 @@ def test_data_answer_shows_a_table_and_a_follow_up_chart_an_image(page: Page, ap
     page.locator("#step-SQL").first.click()
     page.locator("code", has_text=re.compile(r"\bselect\b", re.I)).first.wait_for(state="visible")
 
-    # "Plot that": a chart of the result above, drawn by generated code in the sandbox.
-    ask(page, "Plot that as a bar chart")
+    # The answer offers next questions as buttons; "Show this as a chart" plots the result above,
+    # drawn by generated code in the sandbox (rag_bot/assistant/suggestions.py).
+    offer = page.get_by_role("button", name="Show this as a chart").last
+    offer.wait_for(state="visible", timeout=30_000)
+    offer.click()
+    page.locator('[data-step-type="user_message"]', has_text="Show this as a chart").first.wait_for(
+        state="visible", timeout=30_000)
     answer = wait_chart(page, app)
 
 

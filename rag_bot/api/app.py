@@ -120,6 +120,10 @@ class AskResponse(BaseModel):
         default=None, description="The same rows as text to show: grouped digits, dates as dates, in `language`."
     )
     chart_png_base64: str | None = None
+    suggestions: list[str] = Field(
+        default_factory=list,
+        description="Two or three next questions the bot can answer (none when the profile turns them off).",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -329,6 +333,7 @@ class ApiTurn:
             rows=[[jsonable(v) for v in row] for row in reply.rows] if reply.sql else None,
             rows_formatted=formatted_rows(reply) if reply.sql else None,
             chart_png_base64=base64.b64encode(reply.chart_png).decode("ascii") if reply.chart_png else None,
+            suggestions=list(reply.suggestions),
         )
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rag_bot import prompts
 from rag_bot.assistant.conversation import Conversation, Route
 from rag_bot.assistant.routing import Router
+from rag_bot.assistant.suggestions import suggest
 from rag_bot.documents.answer import PreparedAnswer, prepare_answer
 from rag_bot.documents.retrieval import Citation
 from rag_bot.embeddings import Embedder
@@ -47,6 +48,7 @@ class Reply:
     chart_code: str | None = None
     escalate: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    suggestions: list[str] = field(default_factory=list)  # next questions to offer (assistant.suggestions)
 
 
 @dataclass
@@ -131,6 +133,8 @@ def respond(
         _answer_data(message, route, conversation, profile, services, reply)
     if reply.escalate and profile.audience == "public":
         reply.text = (reply.text + "\n\n" if reply.text else "") + prompts.text("handover", language)
+    if not reply.escalate:
+        reply.suggestions = suggest(message, reply, profile, services)
     reply.timings["total_s"] = time.perf_counter() - started
     return reply
 

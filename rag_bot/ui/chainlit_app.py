@@ -225,6 +225,23 @@ async def _render(result: TurnResult, message: cl.Message) -> None:
         # Sent with the message (shown live from the session's files); kept in history by the data layer.
         elements.append(render_chart(reply.chart_png))
     message.elements = elements
+    message.actions = [cl.Action(name=FOLLOW_UP, payload={"question": q}, label=q[:80], tooltip=q)
+                       for q in reply.suggestions]
+
+
+FOLLOW_UP = "follow_up"
+
+
+@cl.action_callback(FOLLOW_UP)
+async def on_follow_up(action: cl.Action) -> None:
+    """A suggested next question was clicked: ask it as if the user had typed it."""
+    question = str(action.payload.get("question") or "").strip()
+    if not question:
+        return
+    user = cl.context.session.user
+    message = cl.Message(content=question, type="user_message", author=user.identifier if user else "User")
+    await message.send()
+    await on_message(message)
 
 
 def answer_meta(question: str, profile: str, result: TurnResult) -> AnswerMeta:
