@@ -121,13 +121,17 @@ class LLMServer:
                 # Its default ends a running stream (empty, no finish reason) whenever another request
                 # waits: two users asking at once would both get empty answers. Queue them instead.
                 "--interrupt_requests", "False",
+                # Its default (True) keeps logits for every position: an n_ctx x vocab float array
+                # (~5 GB at 8192 x 152k) that nothing here reads (no logprobs), and that the prompt
+                # cache below copies into every saved state: the server was OOM-killed at 22.8 GB.
+                "--logits_all", "False",
             ]  # fmt: skip
             if self.prompt_cache_mb > 0:
                 # llama-cpp-python keeps only the last prompt's KV state: a docs question between two
                 # data questions made the next one re-read the ~5k-token schema prompt (minutes on
                 # 2 cores). The RAM cache keeps several states and resumes from the longest common
                 # prefix (bench/prompt_cache.py). Its size counts the KV state only; each entry also
-                # holds a copy of the logits buffer (n_batch x vocab floats, ~0.3 GB for Qwen2.5).
+                # holds a copy of the logits buffer (n_batch x vocab floats: 0.3 GB for Qwen2.5).
                 argv += ["--cache", "True", "--cache_type", "ram", "--cache_size", str(self.prompt_cache_mb << 20)]
             return argv, env
 
