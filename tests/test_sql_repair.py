@@ -96,3 +96,25 @@ def test_a_column_of_a_table_the_query_did_not_join_is_pointed_out_for_the_repai
     fixed = repair_identifiers("SELECT o.name FROM orders o", DEMO)
     assert fixed.unresolved == ["column o.name"]  # not guessed: no orders column is like it
     assert where_columns_live(["o.name"], DEMO) == {"name": ["customers"]}
+
+
+def test_a_column_written_with_its_table_name_takes_the_tables_alias() -> None:
+    # The business definitions write `order_items.quantity`; the model copies it into a query that
+    # aliased the table `oi` (PostgreSQL: invalid reference to FROM-clause entry): seen in the gate run.
+    sql = ("SELECT sum(order_items.quantity) AS units FROM orders o JOIN order_items oi ON oi.order_id = o.order_id "
+           "WHERE o.status NOT IN ('cancelled', 'returned')")
+    fixed = repair_identifiers(sql, DEMO)
+    assert _same(fixed.sql, "SELECT sum(oi.quantity) AS units FROM orders o JOIN order_items oi "
+                            "ON oi.order_id = o.order_id WHERE o.status NOT IN ('cancelled', 'returned')")
+    assert fixed.changes and unresolved_reason(fixed.sql, DEMO) is None
+
+
+def test_a_table_a_column_names_but_the_query_never_joined_is_joined_on_its_foreign_key() -> None:
+    fixed = repair_identifiers("SELECT sum(order_items.quantity) AS units FROM orders o WHERE o.status = 'paid'",
+                               DEMO)
+    assert _same(fixed.sql, "SELECT sum(order_items.quantity) AS units FROM orders o JOIN order_items AS "
+                            "order_items ON order_items.order_id = o.order_id WHERE o.status = 'paid'")
+    assert unresolved_reason(fixed.sql, DEMO) is None
+    # No foreign key links it to a table in scope: left to the model's repair turn, with the candidates.
+    ambiguous = repair_identifiers("SELECT r.reason, customers.name FROM returns r", DEMO)
+    assert ambiguous.unresolved == ["column customers.name"]

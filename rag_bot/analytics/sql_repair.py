@@ -256,10 +256,14 @@ def _repair_columns(scope: Scope, index: SchemaIndex, repair: Repair) -> None:
         if qualifier and qualifier not in tables:
             owner = [a for a, t in tables.items() if index.bare(t) == qualifier or t == qualifier]
             if len(owner) == 1:  # `orders.status` where orders is aliased `o`
+                before = column.sql()
                 column.set("table", exp.to_identifier(owner[0]))
+                repair.changes.append(f"column {before} -> {column.sql()} (the table's alias)")
                 qualifier = owner[0]
             elif qualifier in {a.lower() for a in scope.sources}:
                 continue  # a derived table or CTE: its columns are its own business
+            elif _join_missing_table(scope, qualifier, tables, index, repair):
+                pass  # `order_items.quantity` with order_items never joined: joined on its foreign key
             else:
                 repair.unresolved.append(f"column {column.sql()}")
                 continue
@@ -271,6 +275,34 @@ def _repair_columns(scope: Scope, index: SchemaIndex, repair: Repair) -> None:
         _fix_column(column, name, qualifier, tables, index, repair)
     for table, columns in ((t, sorted(index.tables[t])) for t in dict.fromkeys(tables.values())):
         repair.candidates.setdefault(table, columns)
+
+
+def _join_missing_table(scope: Scope, qualifier: str, tables: dict[str, str], index: SchemaIndex,
+                        repair: Repair) -> bool:
+    """Join a real table that a column names but the query never joined, when exactly one foreign key
+    links it to exactly one table in scope; `tables` gains it. False (nothing changed) otherwise."""
+    select = scope.expression
+    found = index.resolve(qualifier)
+    if found is None or not isinstance(select, exp.Select) or select.args.get("from_") is None:
+        return False
+    links = [(alias, column, target_column)
+             for alias, table in tables.items()
+             for t, column, rt, target_column in index.foreign_keys
+             if t == table and rt == found] + [
+             (alias, target_column, column)
+             for alias, table in tables.items()
+             for t, column, rt, target_column in index.foreign_keys
+             if rt == table and t == found]
+    if len(links) != 1:
+        return False
+    alias, own, theirs = links[0]
+    schema, _, name = found.rpartition(".")
+    table_sql = f"{schema}.{name}" if schema else name
+    select.join(f"{table_sql} AS {qualifier}", on=f"{qualifier}.{theirs} = {alias}.{own}", copy=False,
+                dialect="postgres")
+    tables[qualifier] = found
+    repair.changes.append(f"joined {found} AS {qualifier} ON {qualifier}.{theirs} = {alias}.{own} (foreign key)")
+    return True
 
 
 def _fix_column(column: exp.Column, name: str, qualifier: str, tables: dict[str, str], index: SchemaIndex,
