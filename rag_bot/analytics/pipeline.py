@@ -23,7 +23,7 @@ from difflib import SequenceMatcher
 from typing import Any, Literal
 
 from rag_bot.analytics.narration import narrate_result, template_answer
-from rag_bot.analytics.schema_context import SchemaContext, TableDoc, retrieve_schema_context
+from rag_bot.analytics.schema_context import SchemaContext, TableDoc, question_key, retrieve_schema_context
 from rag_bot.analytics.sql_generation import (
     EMPTY_RESULT_HINT,
     build_messages,
@@ -390,18 +390,15 @@ def _narrated(question: str, outcome: _Outcome, answer: AnalyticsAnswer, llm: LL
     return finish("ok", text, outcome)
 
 
-_WORDS = re.compile(r"\w+")
-
-
 def saved_query(question: str, examples: Sequence[tuple[str, str]]) -> str | None:
     """The SQL of a solved example whose question is this one (same words, any case/punctuation).
 
     Only the same question: "top customers in 2024" and "in 2025" embed 0.98 apart, so similarity
     alone would answer the wrong year with a saved query.
     """
-    words = _WORDS.findall(question.casefold())
+    words = question_key(question)
     for example_question, sql in examples:
-        if words and _WORDS.findall(example_question.casefold()) == words:
+        if words and question_key(example_question) == words:
             return sql
     return None
 

@@ -133,9 +133,7 @@ def retrieve_schema_context(
     if examples:
         hits = store.search(SearchQuery(text=question, embedding=vector, audiences=audiences,
                                         domains=example_domains, kinds=(EXAMPLE_KIND,), top_k=examples))
-        for hit in hits:
-            q, _, sql = hit.text.partition("\nSQL: ")
-            context.examples.append((q.removeprefix("Question: "), sql))
+        context.examples += [parse_example(hit.text) for hit in hits]
     if sum(len(t.text) for t in scope) <= char_budget:
         context.tables = sorted(scope, key=lambda t: t.name)
         return context
@@ -157,6 +155,21 @@ def retrieve_schema_context(
         used += len(table.text)
     context.tables.sort(key=lambda t: t.name)
     return context
+
+
+def parse_example(text: str) -> tuple[str, str]:
+    """(question, sql) of a stored solved example's text, as `add_solved_example` writes it."""
+    question, _, sql = text.partition("\nSQL: ")
+    return question.removeprefix("Question: "), sql
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def question_key(question: str) -> tuple[str, ...]:
+    """A question's words in any case, without punctuation: two questions are the same question when
+    their keys are equal."""
+    return tuple(_WORDS.findall(question.casefold()))
 
 
 def add_solved_example(

@@ -12,12 +12,11 @@ A profile turns them off with `follow_ups: false`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from rag_bot.analytics.schema_context import EXAMPLE_KIND
+from rag_bot.analytics.schema_context import EXAMPLE_KIND, parse_example, question_key
 from rag_bot.profiles import Profile
 from rag_bot.prompts import detect_language
 from rag_bot.store import SearchQuery
@@ -28,7 +27,6 @@ if TYPE_CHECKING:  # respond() calls suggest(): the types only, not a cycle
 LIMIT = 3
 _CHART = {"en": "Show this as a chart", "ru": "Покажи это графиком"}
 _MORE = {"en": "Tell me more: «{section}»", "ru": "Расскажи подробнее: «{section}»"}
-_WORDS = re.compile(r"\w+")
 
 
 def suggest(message: str, reply: Reply, profile: Profile, services: Services, limit: int = LIMIT) -> list[str]:
@@ -64,16 +62,16 @@ def _saved_questions(message: str, reply: Reply, profile: Profile, services: Ser
     audiences = ("public",) if profile.audience == "public" else ("public", "internal")
     hits = services.store.search(SearchQuery(text=message, embedding=vector, audiences=audiences,
                                              kinds=(EXAMPLE_KIND,), top_k=top_k))
-    questions = [h.text.partition("\nSQL: ")[0].removeprefix("Question: ").strip() for h in hits]
+    questions = [parse_example(h.text)[0].strip() for h in hits]
     return sorted(questions, key=lambda q: detect_language(q) != language)  # stable: nearest first within
 
 
 def _distinct(message: str, questions: Sequence[str]) -> list[str]:
     """Drop repeats and the question just asked (compared by words, any case)."""
-    seen = {tuple(_WORDS.findall(message.casefold()))}
+    seen = {question_key(message)}
     out = []
     for question in questions:
-        key = tuple(_WORDS.findall(question.casefold()))
+        key = question_key(question)
         if question and key not in seen:
             seen.add(key)
             out.append(question)
